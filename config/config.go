@@ -1,0 +1,463 @@
+// Package config turns environment variables (and matching command-line flags)
+// into one typed, validated Config for the whole service. Load is pure: it reads
+// only through the lookup function it is given, so tests need no environment.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole service configuration, one sub-struct per adapter.
+type Config struct {
+	HTTP   HTTP
+	Redis  Redis
+	Auth   Auth
+	Engine Engine
+	Log    Log
+}
+
+// HTTP configures the Echo server.
+type HTTP struct {
+	Addr string // HTTP_ADDR
+}
+
+// Redis configures the connection used by the Redis Streams bus.
+type Redis struct {
+	URL      Secret // REDIS_URL; may carry a password, so it is redacted in logs
+	CAFile   string // REDIS_TLS_CA_FILE: PEM roots for rediss://
+	CertFile string // REDIS_TLS_CERT_FILE: client certificate (mutual TLS)
+	KeyFile  string // REDIS_TLS_KEY_FILE: client key (mutual TLS)
+}
+
+// Auth configures token verification (JWKS and legacy HS256).
+type Auth struct {
+	JWKSURL              string        // JWKS_URL: https://, http:// (loopback unless AllowHTTP) or file://
+	Refresh              time.Duration // JWKS_REFRESH
+	MinRefresh           time.Duration // JWKS_MIN_REFRESH: unknown-kid refresh rate limit, start-up backoff cap
+	AllowHTTP            bool          // JWKS_ALLOW_HTTP
+	CAFile               string        // JWKS_CA_FILE: PEM roots for an https:// JWKS_URL
+	Timeout              time.Duration // JWKS_TIMEOUT: bound of one key set fetch
+	HS256Secret          Secret        // JWT_HS256_SECRET, at least 32 bytes
+	Issuer               string        // JWT_ISSUER; "*" disables the check
+	Audience             string        // JWT_AUDIENCE; "*" disables the check
+	Algorithms           []string      // JWT_ALGORITHMS; empty: the algorithms the keys imply
+	Leeway               time.Duration // JWT_LEEWAY, at most MaxLeeway
+	RequireExp           bool          // JWT_REQUIRE_EXP
+	UserIDClaims         []string      // JWT_USER_ID_CLAIMS, first present non-null wins
+	EmailClaim           string        // JWT_EMAIL_CLAIM
+	RequireVerifiedEmail bool          // JWT_REQUIRE_VERIFIED_EMAIL
+}
+
+// Engine configures the Engine bus and the use case's wait.
+type Engine struct {
+	Transport     string        // ENGINE_TRANSPORT: TransportRedis or TransportMemory
+	RequestStream string        // ENGINE_REQUEST_STREAM
+	ReplyStream   string        // ENGINE_REPLY_STREAM
+	ReplyTimeout  time.Duration // ENGINE_REPLY_TIMEOUT
+	RequestMaxLen int64         // ENGINE_REQUEST_MAXLEN, approximate (MAXLEN ~)
+	MaxWaiting    int           // ENGINE_MAX_WAITING
+}
+
+// Log configures zap.
+type Log struct {
+	Level  string // LOG_LEVEL: debug, info, warn, error
+	Format string // LOG_FORMAT: json or console
+}
+
+// Engine transports.
+const (
+	TransportRedis  = "redis-streams"
+	TransportMemory = "memory"
+)
+
+// Limits enforced by Validate.
+const (
+	MaxLeeway       = 5 * time.Minute
+	MinHS256Secret  = 32
+	WildcardDisable = "*" // JWT_ISSUER / JWT_AUDIENCE value that turns the check off
+)
+
+// Secret is a string that never prints: String, GoString and MarshalText all
+// redact it, so a Config can be logged whole.
+type Secret string
+
+// String redacts the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString redacts the secret in %#v.
+func (s Secret) GoString() string { return strconv.Quote(s.String()) }
+
+// MarshalText redacts the secret in JSON and zap's reflection encoder.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Reveal returns the secret itself, for the one adapter that needs it.
+func (s Secret) Reveal() string { return string(s) }
+
+// RedactedURL returns u with any password replaced, for logs.
+func RedactedURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "[unparsable URL]"
+	}
+	return p.Redacted()
+}
+
+// Var describes one configuration variable.
+type Var struct {
+	Name    string // environment variable
+	Default string // serve's default; "" when there is none
+	Usage   string
+}
+
+// Vars lists every variable Load reads, in documentation order. The README
+// table and the command-line flags are derived from it.
+var Vars = []Var{
+	{"HTTP_ADDR", ":8000", "listen address"},
+	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL as rueidis parses it (redis://, rediss://, ?addr= for cluster, ?master_set= for sentinel)"},
+	{"REDIS_TLS_CA_FILE", "", "PEM file of CA certificates trusted for rediss://"},
+	{"REDIS_TLS_CERT_FILE", "", "PEM client certificate for rediss:// (with REDIS_TLS_KEY_FILE)"},
+	{"REDIS_TLS_KEY_FILE", "", "PEM client key for rediss:// (with REDIS_TLS_CERT_FILE)"},
+	{"JWKS_URL", "", "identity provider key set: https://, http:// (loopback unless JWKS_ALLOW_HTTP) or file://"},
+	{"JWKS_REFRESH", "10m", "background refresh interval of the key set"},
+	{"JWKS_MIN_REFRESH", "30s", "at most one unknown-kid refresh per this interval; cap of the start-up retry backoff"},
+	{"JWKS_ALLOW_HTTP", "false", "allow a non-loopback http:// JWKS_URL"},
+	{"JWKS_CA_FILE", "", "PEM file of CA certificates trusted for an https:// JWKS_URL"},
+	{"JWKS_TIMEOUT", "5s", "timeout of one key set fetch"},
+	{"JWT_HS256_SECRET", "", "legacy HS256 secret (at least 32 bytes)"},
+	{"JWT_ISSUER", "", "required iss; * disables the check (required with JWKS_URL)"},
+	{"JWT_AUDIENCE", "", "required aud; * disables the check (required with JWKS_URL)"},
+	{"JWT_ALGORITHMS", "", "comma-separated allowed algorithms; empty: those the keys imply"},
+	{"JWT_LEEWAY", "30s", "clock skew allowed for exp, nbf and iat (at most 5m)"},
+	{"JWT_REQUIRE_EXP", "true", "refuse tokens without exp"},
+	{"JWT_USER_ID_CLAIMS", "userId,sub", "claims tried in order for the user id"},
+	{"JWT_EMAIL_CLAIM", "email", "claim holding the email"},
+	{"JWT_REQUIRE_VERIFIED_EMAIL", "true", "refuse tokens whose email_verified is false"},
+	{"ENGINE_TRANSPORT", TransportRedis, "Engine bus: redis-streams or memory"},
+	{"ENGINE_REQUEST_STREAM", "engine:requests", "stream the createUser commands go to"},
+	{"ENGINE_REPLY_STREAM", "engine:replies", "stream the Engine replies on"},
+	{"ENGINE_REPLY_TIMEOUT", "5s", "how long a request waits for the Engine's reply"},
+	{"ENGINE_REQUEST_MAXLEN", "1000000", "approximate length cap of the request stream (MAXLEN ~)"},
+	{"ENGINE_MAX_WAITING", "20000", "requests waiting at once beyond which new ones get 503 busy"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"LOG_FORMAT", "json", "json or console"},
+}
+
+// Lookup reads one variable; it has the signature of os.LookupEnv.
+type Lookup func(name string) (string, bool)
+
+// FlagName is the command-line flag matching an environment variable:
+// HTTP_ADDR becomes http-addr.
+func FlagName(env string) string {
+	return strings.ReplaceAll(strings.ToLower(env), "_", "-")
+}
+
+// WithFlags parses args as flags named after Vars (--http-addr=:9000) and
+// returns a Lookup in which a flag given on the command line wins over env.
+// It returns the arguments left after the flags.
+func WithFlags(fs *flag.FlagSet, args []string, env Lookup) (Lookup, []string, error) {
+	vals := make(map[string]*string, len(Vars))
+	for _, v := range Vars {
+		vals[v.Name] = fs.String(FlagName(v.Name), "", v.Usage+" (env "+v.Name+")")
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return func(name string) (string, bool) {
+		if set[FlagName(name)] {
+			return *vals[name], true
+		}
+		return env(name)
+	}, fs.Args(), nil
+}
+
+// Load reads every variable through lookup, applies serve's defaults, and
+// validates the result. The error lists every problem, each naming its
+// variable.
+func Load(lookup Lookup) (Config, error) {
+	p := parser{lookup: lookup}
+	c := Config{
+		HTTP: HTTP{Addr: p.str("HTTP_ADDR")},
+		Redis: Redis{
+			URL:      Secret(p.str("REDIS_URL")),
+			CAFile:   p.str("REDIS_TLS_CA_FILE"),
+			CertFile: p.str("REDIS_TLS_CERT_FILE"),
+			KeyFile:  p.str("REDIS_TLS_KEY_FILE"),
+		},
+		Auth: Auth{
+			JWKSURL:              p.str("JWKS_URL"),
+			Refresh:              p.duration("JWKS_REFRESH"),
+			MinRefresh:           p.duration("JWKS_MIN_REFRESH"),
+			AllowHTTP:            p.boolean("JWKS_ALLOW_HTTP"),
+			CAFile:               p.str("JWKS_CA_FILE"),
+			Timeout:              p.duration("JWKS_TIMEOUT"),
+			HS256Secret:          Secret(p.str("JWT_HS256_SECRET")),
+			Issuer:               p.str("JWT_ISSUER"),
+			Audience:             p.str("JWT_AUDIENCE"),
+			Algorithms:           p.list("JWT_ALGORITHMS"),
+			Leeway:               p.duration("JWT_LEEWAY"),
+			RequireExp:           p.boolean("JWT_REQUIRE_EXP"),
+			UserIDClaims:         p.list("JWT_USER_ID_CLAIMS"),
+			EmailClaim:           p.str("JWT_EMAIL_CLAIM"),
+			RequireVerifiedEmail: p.boolean("JWT_REQUIRE_VERIFIED_EMAIL"),
+		},
+		Engine: Engine{
+			Transport:     p.str("ENGINE_TRANSPORT"),
+			RequestStream: p.str("ENGINE_REQUEST_STREAM"),
+			ReplyStream:   p.str("ENGINE_REPLY_STREAM"),
+			ReplyTimeout:  p.duration("ENGINE_REPLY_TIMEOUT"),
+			RequestMaxLen: int64(p.integer("ENGINE_REQUEST_MAXLEN")),
+			MaxWaiting:    p.integer("ENGINE_MAX_WAITING"),
+		},
+		Log: Log{Level: p.str("LOG_LEVEL"), Format: p.str("LOG_FORMAT")},
+	}
+	errs := p.errs
+	if len(errs) == 0 {
+		errs = c.Validate()
+	}
+	return c, errors.Join(errs...)
+}
+
+// Validate reports every problem with c, each naming its variable.
+func (c Config) Validate() []error {
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
+	}
+	if c.HTTP.Addr == "" {
+		bad("HTTP_ADDR", "must not be empty")
+	}
+	a := c.Auth
+	if a.JWKSURL == "" && a.HS256Secret == "" {
+		bad("JWKS_URL", "set JWKS_URL, JWT_HS256_SECRET, or both")
+	}
+	if a.JWKSURL != "" {
+		if err := checkJWKSURL(a.JWKSURL, a.AllowHTTP); err != nil {
+			bad("JWKS_URL", "%v", err)
+		}
+		if a.Issuer == "" {
+			bad("JWT_ISSUER", "required with JWKS_URL (use * to disable the check explicitly)")
+		}
+		if a.Audience == "" {
+			bad("JWT_AUDIENCE", "required with JWKS_URL (use * to disable the check explicitly)")
+		}
+	}
+	if a.HS256Secret != "" && len(a.HS256Secret) < MinHS256Secret {
+		bad("JWT_HS256_SECRET", "must be at least %d bytes", MinHS256Secret)
+	}
+	if a.Refresh <= 0 {
+		bad("JWKS_REFRESH", "must be positive")
+	}
+	if a.MinRefresh <= 0 {
+		bad("JWKS_MIN_REFRESH", "must be positive")
+	}
+	if a.Timeout <= 0 {
+		bad("JWKS_TIMEOUT", "must be positive")
+	}
+	if (c.Redis.CertFile == "") != (c.Redis.KeyFile == "") {
+		bad("REDIS_TLS_CERT_FILE", "REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
+	}
+	if a.Leeway < 0 || a.Leeway > MaxLeeway {
+		bad("JWT_LEEWAY", "must be between 0 and %s", MaxLeeway)
+	}
+	for _, alg := range a.Algorithms {
+		if !knownAlgorithm(alg) {
+			bad("JWT_ALGORITHMS", "unsupported algorithm %q", alg)
+		}
+	}
+	if len(a.UserIDClaims) == 0 {
+		bad("JWT_USER_ID_CLAIMS", "must name at least one claim")
+	}
+	if a.EmailClaim == "" {
+		bad("JWT_EMAIL_CLAIM", "must not be empty")
+	}
+	e := c.Engine
+	switch e.Transport {
+	case TransportRedis:
+		if c.Redis.URL == "" {
+			bad("REDIS_URL", "required with ENGINE_TRANSPORT=%s", TransportRedis)
+		} else if err := checkRedisURL(c.Redis.URL.Reveal()); err != nil {
+			bad("REDIS_URL", "%v", err)
+		}
+	case TransportMemory:
+	default:
+		bad("ENGINE_TRANSPORT", "must be %s or %s, not %q", TransportRedis, TransportMemory, e.Transport)
+	}
+	if e.RequestStream == "" {
+		bad("ENGINE_REQUEST_STREAM", "must not be empty")
+	}
+	if e.ReplyStream == "" {
+		bad("ENGINE_REPLY_STREAM", "must not be empty")
+	}
+	if e.RequestStream != "" && e.RequestStream == e.ReplyStream {
+		bad("ENGINE_REPLY_STREAM", "must differ from ENGINE_REQUEST_STREAM")
+	}
+	if e.ReplyTimeout <= 0 {
+		bad("ENGINE_REPLY_TIMEOUT", "must be positive")
+	}
+	if e.RequestMaxLen <= 0 {
+		bad("ENGINE_REQUEST_MAXLEN", "must be positive")
+	}
+	if e.MaxWaiting <= 0 {
+		bad("ENGINE_MAX_WAITING", "must be positive")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("LOG_LEVEL", "must be debug, info, warn or error, not %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		bad("LOG_FORMAT", "must be json or console, not %q", c.Log.Format)
+	}
+	return errs
+}
+
+// Warnings lists settings that are valid but weaken security, for start-up logs.
+func (c Config) Warnings() []string {
+	var w []string
+	if c.Auth.Issuer == WildcardDisable {
+		w = append(w, "JWT_ISSUER=* : the token issuer is not checked")
+	}
+	if c.Auth.Audience == WildcardDisable {
+		w = append(w, "JWT_AUDIENCE=* : the token audience is not checked")
+	}
+	if !c.Auth.RequireExp {
+		w = append(w, "JWT_REQUIRE_EXP=false : tokens without exp never expire")
+	}
+	return w
+}
+
+func checkJWKSURL(raw string, allowHTTP bool) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("not a URL: %v", err)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !allowHTTP && !IsLoopbackHost(u.Hostname()) {
+			return fmt.Errorf("http:// is allowed only for loopback hosts unless JWKS_ALLOW_HTTP=true")
+		}
+	case "file":
+		if u.Path == "" {
+			return fmt.Errorf("file:// URL without a path")
+		}
+		return nil
+	default:
+		return fmt.Errorf("scheme must be https, http or file, not %q", u.Scheme)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("missing host")
+	}
+	return nil
+}
+
+func checkRedisURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("not a URL (%s)", RedactedURL(raw))
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "unix", "valkey", "valkeys":
+		return nil
+	}
+	return fmt.Errorf("scheme must be redis, rediss or unix, not %q", u.Scheme)
+}
+
+// IsLoopbackHost reports whether host names the local machine: localhost or a
+// loopback IP literal.
+func IsLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+var algorithms = []string{
+	"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+	"ES256", "ES384", "ES512", "EdDSA", "HS256",
+}
+
+func knownAlgorithm(alg string) bool {
+	for _, a := range algorithms {
+		if a == alg {
+			return true
+		}
+	}
+	return false
+}
+
+// parser reads variables, applying serve's defaults and remembering errors.
+type parser struct {
+	lookup Lookup
+	errs   []error
+}
+
+func (p *parser) str(name string) string {
+	if v, ok := p.lookup(name); ok {
+		return v
+	}
+	for _, v := range Vars {
+		if v.Name == name {
+			return v.Default
+		}
+	}
+	panic("config: undeclared variable " + name)
+}
+
+func (p *parser) fail(name, raw, want string) {
+	p.errs = append(p.errs, fmt.Errorf("%s: %q is not %s", name, raw, want))
+}
+
+func (p *parser) duration(name string) time.Duration {
+	raw := p.str(name)
+	d, err := time.ParseDuration(raw)
+	if err != nil {
+		p.fail(name, raw, "a duration (e.g. 5s, 10m)")
+	}
+	return d
+}
+
+func (p *parser) boolean(name string) bool {
+	raw := p.str(name)
+	b, err := strconv.ParseBool(raw)
+	if err != nil {
+		p.fail(name, raw, "a boolean (true or false)")
+	}
+	return b
+}
+
+func (p *parser) integer(name string) int {
+	raw := p.str(name)
+	n, err := strconv.Atoi(raw)
+	if err != nil {
+		p.fail(name, raw, "an integer")
+	}
+	return n
+}
+
+func (p *parser) list(name string) []string {
+	var out []string
+	for _, s := range strings.Split(p.str(name), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,38 @@
+package ports
+
+import (
+	"context"
+
+	"github.com/ensure-user/ensure-user/domain"
+)
+
+// EngineBus sends createUser commands to the Engine and hands each reply to the
+// request that sent the command, and to no other.
+//
+// Send registers interest in cmd.RequestID, then publishes the command once
+// (at-least-once delivery to the Engine's request stream; the service never
+// retries a send). On success the returned channel, buffered for one, receives
+// the Engine's reply to this very command, at most once; it is never closed.
+// Send errors:
+//   - domain.ErrBusUnavailable: the command was provably not sent (no
+//     connection, dial or write refused before anything was written). Send
+//     fails fast in that case, well under a second.
+//   - domain.ErrEngineFailed: the outcome of the publish is unknown (the
+//     connection dropped after the write); the command may have been sent.
+//   - a context error when ctx ended before the command was handed to the
+//     transport; nothing was sent then.
+//
+// Once Send has returned a channel the command is out: cancelling ctx does
+// not un-send it.
+//
+// Abandon stops waiting for the reply to requestID and frees its slot; a reply
+// arriving later is counted as late and dropped. It reports whether replies
+// may have been lost during the wait because the bus is not receiving right
+// now (for example its reply reader is reconnecting). Calling Abandon for an
+// id that already got its reply, or twice, is harmless.
+//
+// Implementations are safe for concurrent use by many requests.
+type EngineBus interface {
+	Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply, error)
+	Abandon(requestID string) (repliesMayBeLost bool)
+}
