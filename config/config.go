@@ -25,7 +25,12 @@ type Config struct {
 
 // HTTP configures the Echo server.
 type HTTP struct {
-	Addr string // HTTP_ADDR
+	Addr            string        // HTTP_ADDR
+	MetricsAddr     string        // METRICS_ADDR: serve /metrics there instead of on Addr
+	ShutdownDelay   time.Duration // SHUTDOWN_DELAY: readiness is 503 this long before the listener closes
+	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT: bound of the drain of in-flight requests
+	MaxHeaderBytes  int           // HTTP_MAX_HEADER_BYTES: larger request headers get 431
+	CORSOrigins     []string      // CORS_ALLOWED_ORIGINS: empty turns CORS off
 }
 
 // Redis configures the connection used by the Redis Streams bus.
@@ -125,6 +130,11 @@ type Var struct {
 // table and the command-line flags are derived from it.
 var Vars = []Var{
 	{"HTTP_ADDR", ":8000", "listen address"},
+	{"METRICS_ADDR", "", "separate listen address for /metrics (empty: /metrics on HTTP_ADDR)"},
+	{"SHUTDOWN_DELAY", "2s", "on SIGTERM, time between readiness turning 503 and the listener closing"},
+	{"SHUTDOWN_TIMEOUT", "15s", "bound of the drain of in-flight requests (keep it above ENGINE_REPLY_TIMEOUT)"},
+	{"HTTP_MAX_HEADER_BYTES", "16384", "request header size beyond which the answer is 431"},
+	{"CORS_ALLOWED_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off)"},
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL as rueidis parses it (redis://, rediss://, ?addr= for cluster, ?master_set= for sentinel)"},
 	{"REDIS_TLS_CA_FILE", "", "PEM file of CA certificates trusted for rediss://"},
 	{"REDIS_TLS_CERT_FILE", "", "PEM client certificate for rediss:// (with REDIS_TLS_KEY_FILE)"},
@@ -239,6 +249,20 @@ func (c Config) Validate() []error {
 	}
 	if c.HTTP.Addr == "" {
 		bad("HTTP_ADDR", "must not be empty")
+	}
+	if c.HTTP.ShutdownDelay < 0 {
+		bad("SHUTDOWN_DELAY", "must not be negative")
+	}
+	if c.HTTP.ShutdownTimeout <= c.Engine.ReplyTimeout {
+		bad("SHUTDOWN_TIMEOUT", "must be longer than ENGINE_REPLY_TIMEOUT (%s), or in-flight requests are cut", c.Engine.ReplyTimeout)
+	}
+	if c.HTTP.MaxHeaderBytes < 1024 || c.HTTP.MaxHeaderBytes > 1<<20 {
+		bad("HTTP_MAX_HEADER_BYTES", "must be between 1024 and 1048576")
+	}
+	for _, o := range c.HTTP.CORSOrigins {
+		if u, err := url.Parse(o); o != "*" && (err != nil || u.Scheme == "" || u.Host == "") {
+			bad("CORS_ALLOWED_ORIGINS", "%q is not an origin (scheme://host[:port]) or *", o)
+		}
 	}
 	a := c.Auth
 	if a.JWKSURL == "" && a.HS256Secret == "" {

@@ -1,0 +1,88 @@
+package echohttp
+
+import (
+	"context"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/ensure-user/ensure-user/domain"
+	"github.com/ensure-user/ensure-user/domain/ensureuser"
+)
+
+// EnsureUser is the use case as the handler needs it (declared here, where it
+// is consumed). *ensureuser.UseCase and its decorators implement it.
+type EnsureUser interface {
+	Execute(ctx context.Context, in ensureuser.Input) (ensureuser.Result, error)
+}
+
+// Context keys under which the handler leaves facts for the request log line.
+const (
+	keyUserID          = "ensure_user.user_id"
+	keyEngineRequestID = "ensure_user.engine_request_id"
+)
+
+// ensureUser handles POST /api/v1/auth/ensure-user. It takes no body: the
+// identity comes from the bearer token alone.
+func (s *Server) ensureUser(c echo.Context) error {
+	r := c.Request()
+	in := ensureuser.Input{
+		Token: BearerToken(r.Header.Get(echo.HeaderAuthorization)),
+		Trace: domain.Trace{
+			Parent: traceHeader(r.Header.Get("Traceparent")),
+			State:  traceHeader(r.Header.Get("Tracestate")),
+		},
+	}
+	res, err := s.uc.Execute(r.Context(), in)
+	if res.UserID != "" {
+		c.Set(keyUserID, res.UserID)
+	}
+	if res.RequestID != "" {
+		c.Set(keyEngineRequestID, res.RequestID)
+	}
+	if err != nil {
+		return err
+	}
+	if res.Outcome == domain.Confirmed {
+		return ansConfirmed.write(c)
+	}
+	return ansInitiated.write(c)
+}
+
+// BearerToken returns the token of an Authorization header value of the form
+// "Bearer <token>", the scheme matched case-insensitively (RFC 7235). It
+// returns "" for a missing or empty header, another scheme, or a scheme
+// without a token. The token itself is returned untouched apart from the
+// surrounding blanks; the verifier refuses anything that is not a JWS.
+func BearerToken(header string) string {
+	const scheme = "bearer"
+	if len(header) <= len(scheme) || !strings.EqualFold(header[:len(scheme)], scheme) {
+		return ""
+	}
+	rest := header[len(scheme):]
+	if rest[0] != ' ' && rest[0] != '\t' {
+		return "" // "Bearerx...": another scheme
+	}
+	return strings.Trim(rest, " \t")
+}
+
+// traceHeader keeps a W3C trace header only when it is short and printable,
+// so nothing odd travels to the Engine. The Engine validates the format.
+func traceHeader(v string) string {
+	if len(v) > 512 || !visibleASCII(v, true) {
+		return ""
+	}
+	return v
+}
+
+// visibleASCII reports whether s holds only printable ASCII (and spaces when
+// allowed).
+func visibleASCII(s string, spaces bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 0x21 || c > 0x7e) && !(spaces && c == ' ') {
+			return false
+		}
+	}
+	return true
+}
