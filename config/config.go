@@ -200,7 +200,14 @@ func WithFlags(fs *flag.FlagSet, args []string, env Lookup) (Lookup, []string, e
 func Load(lookup Lookup) (Config, error) {
 	p := parser{lookup: lookup}
 	c := Config{
-		HTTP: HTTP{Addr: p.str("HTTP_ADDR")},
+		HTTP: HTTP{
+			Addr:            p.str("HTTP_ADDR"),
+			MetricsAddr:     p.str("METRICS_ADDR"),
+			ShutdownDelay:   p.duration("SHUTDOWN_DELAY"),
+			ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT"),
+			MaxHeaderBytes:  p.integer("HTTP_MAX_HEADER_BYTES"),
+			CORSOrigins:     p.list("CORS_ALLOWED_ORIGINS"),
+		},
 		Redis: Redis{
 			URL:      Secret(p.str("REDIS_URL")),
 			CAFile:   p.str("REDIS_TLS_CA_FILE"),
