@@ -1,0 +1,51 @@
+# ensure-user - every target is listed by `make help`.
+SHELL := /bin/bash
+GO    ?= go
+PKGS  := ./...
+BIN   := bin
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## run the service locally (embedded Redis, dev keys and Engine; see README)
+	$(GO) run ./cmd/ensure-user dev
+
+.PHONY: test
+test: ## run every test with the race detector (Redis tests start their own redis-server)
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+.PHONY: generate
+generate: ## regenerate app/wire_gen.go
+	$(GO) tool wire gen ./app
+
+.PHONY: check-generated
+check-generated: ## fail when app/wire_gen.go is stale
+	$(GO) tool wire diff ./app
+
+.PHONY: lint
+lint: ## gofmt, go vet, the wire check, go mod tidy -diff
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) tool wire diff ./app
+	$(GO) mod tidy -diff
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target briefly (FUZZTIME, default 15s); crashers land in testdata/fuzz
+	@set -e; for file in $$(grep -rl --include='*_test.go' '^func Fuzz' .); do \
+	  for fn in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$file | cut -d' ' -f2); do \
+	    echo "--- $$fn ($$(dirname $$file))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $${FUZZTIME:-15s} ./$$(dirname $$file); \
+	  done; \
+	done
+
+.PHONY: bench
+bench: ## run the hot-path benchmarks (-benchmem, 5 runs) into bench.txt; compare with benchstat
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee bench.txt
+
+.PHONY: build
+build: ## build the binaries into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...

@@ -1,0 +1,98 @@
+package jwksauth
+
+import (
+	"sync"
+
+	"github.com/ensure-user/ensure-user/domain"
+)
+
+// cacheSize is how many verified tokens the cache holds: about 10 MB at most.
+const cacheSize = 1 << 15
+
+const cacheShards = 16
+
+// cached is what a verified token established. It answers only while the key
+// set it was verified against is still the current one (nil for HS256) and
+// only within [from, until), the same window the slow path checks, so the
+// cache never changes an answer.
+type cached struct {
+	id          domain.Identity
+	set         *keySet
+	from, until int64 // Unix nanoseconds
+}
+
+// tokenCache maps the SHA-256 of a token to what verifying it established.
+// It is sharded to keep lock contention low, and bounded: a full shard drops
+// an arbitrary entry.
+type tokenCache struct {
+	max    int // per shard
+	shards [cacheShards]cacheShard
+}
+
+type cacheShard struct {
+	mu sync.RWMutex
+	m  map[[32]byte]cached
+}
+
+func newTokenCache(size int) *tokenCache {
+	c := &tokenCache{max: max(1, size/cacheShards)}
+	for i := range c.shards {
+		c.shards[i].m = make(map[[32]byte]cached)
+	}
+	return c
+}
+
+func (c *tokenCache) shard(sum *[32]byte) *cacheShard { return &c.shards[sum[0]%cacheShards] }
+
+// get returns the identity of a token verified earlier, if that answer still
+// holds at now under the key set current.
+func (c *tokenCache) get(sum *[32]byte, current *keySet, now int64) (domain.Identity, bool) {
+	s := c.shard(sum)
+	s.mu.RLock()
+	e, ok := s.m[*sum]
+	s.mu.RUnlock()
+	if !ok || (e.set != nil && e.set != current) || now < e.from || now >= e.until {
+		return domain.Identity{}, false
+	}
+	return e.id, true
+}
+
+func (c *tokenCache) put(sum *[32]byte, e cached) {
+	s := c.shard(sum)
+	s.mu.Lock()
+	if len(s.m) >= c.max {
+		for k := range s.m { // Go's map iteration starts at a random entry
+			delete(s.m, k)
+			break
+		}
+	}
+	s.m[*sum] = e
+	s.mu.Unlock()
+}
+
+// purge drops the entries verified against another key set than current, so
+// that the tokens of a removed key leave memory at the refresh that removed it.
+func (c *tokenCache) purge(current *keySet) {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for k, e := range s.m {
+			if e.set != nil && e.set != current {
+				delete(s.m, k)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// len counts the entries, for tests.
+func (c *tokenCache) len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		n += len(s.m)
+		s.mu.RUnlock()
+	}
+	return n
+}

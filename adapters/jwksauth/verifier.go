@@ -1,0 +1,285 @@
+// Package jwksauth verifies bearer tokens (compact JWS) against the identity
+// provider's key set (JWKS) and, during the migration, the legacy HS256 secret.
+// It implements ports.TokenVerifier with jwx v2 for keys and signatures.
+//
+// The key set is fetched from an https://, http:// or file:// URL by one
+// background goroutine and refreshed periodically; a token naming an unknown
+// kid may trigger one rate-limited, shared refresh. Keys come only from that
+// set (or the HS256 secret): jku, x5u, x5c and jwk headers are never used.
+//
+// Verification takes a cheap path with the full semantics: a precheck that
+// refuses oversized or malformed tokens before any decoding, a small header
+// decode, a map lookup of the key chosen at refresh time, one signature check
+// by the jwx verifier of that key's algorithm, and one decode of the claims,
+// validated against the Clock port. Verified tokens are cached, keyed by
+// their SHA-256, until their exp; the cache never changes an answer.
+package jwksauth
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"sync"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/ensure-user/ensure-user/config"
+	"github.com/ensure-user/ensure-user/domain"
+	"github.com/ensure-user/ensure-user/ports"
+)
+
+// Verifier checks tokens against the JWKS and/or the HS256 secret. It is safe
+// for concurrent use.
+type Verifier struct {
+	rules  claimRules
+	clock  ports.Clock
+	m      *metrics
+	keys   *refresher   // nil without JWKS_URL
+	jwks   []string     // algorithms a JWKS key may be used with
+	hmac   jws.Verifier // nil without a usable HS256 secret
+	secret []byte
+	cache  *tokenCache // nil: no caching
+}
+
+var _ ports.TokenVerifier = (*Verifier)(nil)
+
+// New validates cfg and returns a verifier. It does not wait for the identity
+// provider: the key set is fetched in the background, at once and then with
+// backoff until a fetch succeeds; until then Ready reports why and Verify
+// answers domain.ErrVerifierUnavailable for JWKS tokens. The cleanup function
+// stops the background goroutine and waits for it. Metrics are registered on
+// reg; log may be nil.
+func New(cfg config.Auth, log *zap.Logger, clock ports.Clock, reg prometheus.Registerer) (*Verifier, func(), error) {
+	if err := validate(cfg); err != nil {
+		return nil, nil, fmt.Errorf("jwksauth: %w", err)
+	}
+	if clock == nil {
+		return nil, nil, errors.New("jwksauth: nil clock")
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	log = log.Named("jwksauth")
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("jwksauth: %w", err)
+	}
+	v := &Verifier{
+		rules: claimRules{
+			issuer:               checked(cfg.Issuer),
+			audience:             checked(cfg.Audience),
+			leeway:               int64(cfg.Leeway),
+			requireExp:           cfg.RequireExp,
+			userIDClaims:         slices.Clone(cfg.UserIDClaims),
+			emailClaim:           cfg.EmailClaim,
+			requireVerifiedEmail: cfg.RequireVerifiedEmail,
+		},
+		clock: clock,
+		m:     m,
+		cache: newTokenCache(cacheSize),
+	}
+	for _, a := range append(slices.Clone(rsaAlgs), "ES256", "ES384", "ES512", "EdDSA") {
+		if len(cfg.Algorithms) == 0 || slices.Contains(cfg.Algorithms, a) {
+			v.jwks = append(v.jwks, a)
+		}
+	}
+	if cfg.HS256Secret != "" {
+		if len(cfg.Algorithms) > 0 && !slices.Contains(cfg.Algorithms, "HS256") {
+			log.Warn("JWT_HS256_SECRET is set but JWT_ALGORITHMS does not allow HS256: HS256 tokens are refused")
+		} else {
+			v.hmac, _ = jws.NewVerifier(jwa.HS256) // registered by jws itself
+			v.secret = []byte(cfg.HS256Secret.Reveal())
+		}
+	}
+	if cfg.JWKSURL == "" {
+		return v, func() {}, nil
+	}
+
+	f, err := newFetcher(cfg.JWKSURL, cfg.CAFile, cfg.Timeout)
+	if err != nil {
+		return nil, nil, fmt.Errorf("jwksauth: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	v.keys = &refresher{
+		fetch:      f.fetch,
+		parse:      keyPolicy{allowed: cfg.Algorithms, log: log}.parseKeySet,
+		onChange:   v.cache.purge,
+		clock:      clock,
+		log:        log.With(zap.String("url", config.RedactedURL(cfg.JWKSURL))),
+		m:          m,
+		refresh:    cfg.Refresh,
+		minRefresh: cfg.MinRefresh,
+		timeout:    cfg.Timeout,
+		kick:       make(chan struct{}, 1),
+		quit:       ctx.Done(),
+		done:       make(chan struct{}),
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		v.keys.run(ctx)
+	}()
+	var once sync.Once
+	return v, func() {
+		once.Do(func() {
+			cancel()
+			wg.Wait()
+			f.close()
+		})
+	}, nil
+}
+
+// checked maps the "*" wildcard to "", which means not checked. (An unset
+// issuer or audience is possible only in HS256-only mode: not checked either.)
+func checked(want string) string {
+	if want == config.WildcardDisable {
+		return ""
+	}
+	return want
+}
+
+// validate checks what New relies on; config.Validate reports the same
+// problems with variable names for the operator.
+func validate(cfg config.Auth) error {
+	var errs []error
+	if cfg.JWKSURL == "" && cfg.HS256Secret == "" {
+		errs = append(errs, errors.New("neither a JWKS URL nor an HS256 secret"))
+	}
+	if cfg.HS256Secret != "" && len(cfg.HS256Secret) < config.MinHS256Secret {
+		errs = append(errs, fmt.Errorf("HS256 secret shorter than %d bytes", config.MinHS256Secret))
+	}
+	if cfg.JWKSURL != "" {
+		if u, err := url.Parse(cfg.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "file") {
+			errs = append(errs, errors.New("JWKS URL must be https://, http:// or file://"))
+		}
+		if cfg.Issuer == "" || cfg.Audience == "" {
+			errs = append(errs, errors.New("issuer and audience are required with a JWKS URL (* disables the check)"))
+		}
+		if cfg.Refresh <= 0 || cfg.MinRefresh <= 0 || cfg.Timeout <= 0 {
+			errs = append(errs, errors.New("refresh, min refresh and timeout must be positive"))
+		}
+	}
+	if cfg.Leeway < 0 || cfg.Leeway > config.MaxLeeway {
+		errs = append(errs, fmt.Errorf("leeway must be between 0 and %s", config.MaxLeeway))
+	}
+	for _, a := range cfg.Algorithms {
+		if a != "HS256" && !isAsymmetric(a) {
+			errs = append(errs, fmt.Errorf("unsupported algorithm %q", a))
+		}
+	}
+	if len(cfg.UserIDClaims) == 0 || slices.Contains(cfg.UserIDClaims, "") {
+		errs = append(errs, errors.New("user id claims must be non-empty names"))
+	}
+	if cfg.EmailClaim == "" {
+		errs = append(errs, errors.New("email claim must be named"))
+	}
+	return errors.Join(errs...)
+}
+
+// Ready reports nil once a key set is loaded, or in HS256-only mode;
+// otherwise an error saying why not, for a readiness probe.
+func (v *Verifier) Ready() error {
+	if v.keys == nil {
+		return nil
+	}
+	return v.keys.ready()
+}
+
+// Verify checks token and returns the identity its claims carry. See
+// ports.TokenVerifier for the errors. It never logs or returns the token.
+func (v *Verifier) Verify(ctx context.Context, token string) (domain.Identity, error) {
+	p, err := precheck(token)
+	if err != nil {
+		return domain.Identity{}, err
+	}
+	var current *keySet
+	if v.keys != nil {
+		current = v.keys.current()
+	}
+	now := nowNanos(v.clock.Now())
+	var sum [32]byte
+	if v.cache != nil {
+		sum = sha256.Sum256([]byte(token))
+		if id, ok := v.cache.get(&sum, current, now); ok {
+			v.m.cacheHit.Inc()
+			return id, nil
+		}
+		v.m.cacheMiss.Inc()
+	}
+	used, err := v.verifySignature(ctx, p, current)
+	if err != nil {
+		return domain.Identity{}, err
+	}
+	payload, err := decodeSegment("payload", p.payload)
+	if err != nil {
+		return domain.Identity{}, err
+	}
+	id, w, err := v.rules.check(payload, now)
+	if err != nil {
+		return domain.Identity{}, err
+	}
+	if v.cache != nil {
+		v.cache.put(&sum, cached{id: id, set: used, from: w.from, until: w.until})
+	}
+	return id, nil
+}
+
+var (
+	errHS256Refused = fmt.Errorf("%w: HS256 tokens are not accepted", domain.ErrInvalidToken)
+	errAlgRefused   = fmt.Errorf("%w: algorithm not accepted", domain.ErrInvalidToken)
+	errBadSignature = fmt.Errorf("%w: signature does not verify", domain.ErrInvalidToken)
+	errNoKeySet     = fmt.Errorf("%w: no key set loaded yet", domain.ErrVerifierUnavailable)
+)
+
+// verifySignature checks the signature of p: HS256 only with the secret,
+// every other algorithm only with a key of the set. It returns the key set
+// used (nil for HS256).
+func (v *Verifier) verifySignature(ctx context.Context, p parts, set *keySet) (*keySet, error) {
+	h, err := decodeHeader(p.header)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := decodeSegment("signature", p.signature)
+	if err != nil {
+		return nil, err
+	}
+	if h.alg == "HS256" {
+		if v.hmac == nil {
+			return nil, errHS256Refused
+		}
+		if v.hmac.Verify([]byte(p.signingInput), sig, v.secret) != nil {
+			return nil, errBadSignature
+		}
+		return nil, nil
+	}
+	if v.keys == nil || !slices.Contains(v.jwks, h.alg) {
+		return nil, errAlgRefused
+	}
+	if set == nil {
+		return nil, errNoKeySet
+	}
+	k, err := set.lookup(h.kid, h.alg)
+	if errors.Is(err, errUnknownKid) {
+		// Ask for a refresh (rate-limited, shared); the set may also have
+		// changed since this request read it, so look again either way.
+		v.keys.kidRefresh(ctx)
+		if cur := v.keys.current(); cur != set {
+			set = cur
+			k, err = set.lookup(h.kid, h.alg)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if k.verifier.Verify([]byte(p.signingInput), sig, k.pub) != nil {
+		return nil, errBadSignature
+	}
+	return set, nil
+}

@@ -1,0 +1,471 @@
+// Package redisbus is the Engine bus over Redis Streams: it publishes each
+// createUser command with XADD on the request stream, and one reply reader
+// per process follows the reply stream with XREAD and hands every reply to
+// the request waiting for it (package correlate), and to no other.
+package redisbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
+	"go.uber.org/zap"
+
+	"github.com/ensure-user/ensure-user/config"
+	"github.com/ensure-user/ensure-user/domain"
+	"github.com/ensure-user/ensure-user/internal/protocol"
+	"github.com/ensure-user/ensure-user/internal/protocol/correlate"
+	"github.com/ensure-user/ensure-user/ports"
+)
+
+// Defaults of the bus's own timing; see settings.
+const (
+	// ReadBlock is the XREAD BLOCK of the reply reader. The read's deadline
+	// is ReadBlock plus readMargin, so an idle read ends with Redis' own nil
+	// answer, and only a dead or stalled connection hits the deadline, which
+	// makes rueidis close that connection; the next read dials a new one.
+	ReadBlock = time.Second
+	// ReadCount is the XREAD COUNT: one read hands over up to this many replies.
+	ReadCount = 512
+	// XaddTimeout bounds one XADD (capped by the reply timeout), so no request
+	// hangs on a half-open connection: when it fires the outcome is unknown.
+	XaddTimeout = 2 * time.Second
+)
+
+const (
+	readMargin = time.Second
+	backoffMin = 20 * time.Millisecond
+	backoffMax = time.Second
+)
+
+// settings are the bus's timings; tests shorten them.
+type settings struct {
+	block       time.Duration // XREAD BLOCK
+	readMargin  time.Duration // added to block for the read's deadline
+	xaddTimeout time.Duration // bound of one XADD, and of the start-id lookup and Ready's PING
+	readCount   int64
+	backoffMin  time.Duration // wait before the second retry; the first is immediate
+	backoffMax  time.Duration
+	remember    int // abandoned and answered ids remembered, see correlate.NewTable
+}
+
+func defaultSettings(cfg config.Engine) settings {
+	s := settings{
+		block: ReadBlock, readMargin: readMargin, xaddTimeout: XaddTimeout, readCount: ReadCount,
+		backoffMin: backoffMin, backoffMax: backoffMax, remember: correlate.DefaultRemember,
+	}
+	if cfg.ReplyTimeout > 0 && cfg.ReplyTimeout < s.xaddTimeout {
+		s.xaddTimeout = cfg.ReplyTimeout
+	}
+	return s
+}
+
+// Bus is the Engine bus over Redis Streams. It is safe for concurrent use.
+type Bus struct {
+	cfg     config.Engine
+	set     settings
+	log     *zap.Logger
+	client  rueidis.Client
+	table   *correlate.Table
+	metrics *correlate.Metrics
+	errs    map[string]prometheus.Counter // redis_errors_total by op
+
+	started   atomic.Bool   // the reader has its start id: Send may publish
+	connected atomic.Bool   // the reader's last command succeeded
+	stopped   atomic.Bool   // cleanup ran: Send refuses
+	ready     chan struct{} // closed once started
+	done      chan struct{} // closed when the reader has exited
+}
+
+var _ ports.EngineBus = (*Bus)(nil)
+
+// Redis command names used as the op label of redis_errors_total.
+const (
+	opXadd      = "xadd"
+	opXread     = "xread"
+	opXrevrange = "xrevrange"
+	opPing      = "ping"
+)
+
+// New returns a bus publishing on cfg.RequestStream and reading replies from
+// cfg.ReplyStream through client, and starts its reply reader. The reader
+// first looks up the reply stream's last entry id, and reads only what comes
+// after it; New waits for that first attempt only, so it does not fail or
+// hang while Redis is down: the reader retries in the background, and Send
+// refuses until it succeeded. Metrics are registered on reg (nil: none):
+// those of correlate.NewMetrics, and ensure_user_redis_errors_total{op}.
+// The cleanup stops the reader and waits for it; it does not close client.
+func New(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer) (*Bus, func(), error) {
+	return newBus(cfg, log, client, reg, defaultSettings(cfg))
+}
+
+func newBus(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer, set settings) (*Bus, func(), error) {
+	switch {
+	case cfg.RequestStream == "" || cfg.ReplyStream == "":
+		return nil, nil, errors.New("redisbus: request and reply streams must be named")
+	case cfg.RequestStream == cfg.ReplyStream:
+		return nil, nil, errors.New("redisbus: request and reply streams must differ")
+	case cfg.RequestMaxLen <= 0:
+		return nil, nil, errors.New("redisbus: request stream MAXLEN must be positive")
+	}
+	b := &Bus{
+		cfg:    cfg,
+		set:    set,
+		log:    log.Named("redisbus"),
+		client: client,
+		table:  correlate.NewTable(set.remember),
+		ready:  make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	var err error
+	if b.metrics, err = correlate.NewMetrics(reg, b.Waiting, b.connected.Load); err != nil {
+		return nil, nil, err
+	}
+	if b.errs, err = newErrorCounters(reg); err != nil {
+		return nil, nil, err
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	tried := make(chan struct{})
+	go b.run(ctx, sync.OnceFunc(func() { close(tried) }))
+	<-tried
+	var once sync.Once
+	return b, func() {
+		once.Do(func() {
+			b.stopped.Store(true)
+			cancel()
+			<-b.done
+			b.connected.Store(false)
+		})
+	}, nil
+}
+
+func newErrorCounters(reg prometheus.Registerer) (map[string]prometheus.Counter, error) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "ensure_user", Name: "redis_errors_total",
+		Help: "Failed Redis commands of the Engine bus, by command.",
+	}, []string{"op"})
+	if reg != nil {
+		if err := reg.Register(vec); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	errs := map[string]prometheus.Counter{}
+	for _, op := range []string{opXadd, opXread, opXrevrange, opPing} {
+		errs[op] = vec.WithLabelValues(op)
+	}
+	return errs, nil
+}
+
+// Send registers interest in cmd.RequestID, then publishes cmd with one
+// XADD MAXLEN ~ on the request stream, bounded by its own timeout (XaddTimeout
+// or the reply timeout, whichever is shorter). It returns the channel that
+// receives the reply. Errors:
+//   - ctx's error when ctx ended before the XADD was handed to rueidis;
+//   - domain.ErrBusUnavailable when the command was provably not sent: the
+//     reader has no start id yet, the bus is stopped, the connection could
+//     not be established, the client is closing, or Redis answered the XADD
+//     with an error (it refused the command, for example OOM or WRONGTYPE);
+//   - domain.ErrEngineFailed when the outcome is unknown: the connection
+//     broke or the timeout (or ctx) fired after the XADD may have been
+//     written.
+//
+// Both sentinels are wrapped with the Redis error as text only, so that
+// errors.Is sees the domain meaning and nothing else.
+func (b *Bus) Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	if b.stopped.Load() || !b.started.Load() {
+		b.metrics.NotSent()
+		why := "reply reader has no start id yet"
+		if b.stopped.Load() {
+			why = "bus stopped"
+		}
+		return nil, fmt.Errorf("send: %s: %w", why, domain.ErrBusUnavailable)
+	}
+	replies, err := b.table.Register(cmd.RequestID)
+	if err != nil {
+		b.metrics.NotSent()
+		return nil, fmt.Errorf("send: %w: %v", domain.ErrBusUnavailable, err)
+	}
+
+	payload := protocol.EncodeCommand(cmd, b.cfg.ReplyStream)
+	xadd := b.client.B().Xadd().Key(b.cfg.RequestStream).
+		Maxlen().Almost().Threshold(strconv.FormatInt(b.cfg.RequestMaxLen, 10)).
+		Id("*").FieldValue().FieldValue(protocol.Field, rueidis.BinaryString(payload)).Build()
+	xctx, cancel := context.WithTimeout(ctx, b.set.xaddTimeout)
+	err = b.client.Do(xctx, xadd).Error()
+	cancel()
+	if err != nil {
+		b.table.Forget(cmd.RequestID)
+		b.errs[opXadd].Inc()
+		if notSent(err) {
+			b.metrics.NotSent()
+			return nil, fmt.Errorf("xadd: %w: %v", domain.ErrBusUnavailable, err)
+		}
+		b.metrics.SendUnknown()
+		return nil, fmt.Errorf("xadd: %w: %v", domain.ErrEngineFailed, err)
+	}
+	b.metrics.Sent()
+	return replies, nil
+}
+
+// notSent reports whether a command that failed with err provably did not
+// reach Redis, from what rueidis v1.0.79 returns:
+//   - a Redis error reply (*rueidis.RedisError): Redis refused the command;
+//   - rueidis.ErrClosing: the client is closed, nothing more is written.
+//     (Close lets commands already written finish first, unless Redis stays
+//     silent for a second; the service closes the client only after the bus
+//     and the HTTP server have stopped, so no Send is in flight then.)
+//   - a dial error: a connection that could not be made (pool.go and mux.go
+//     hand the dial error to every command that waited for the connection).
+//     Clients from Dial mark these (dialError); for others a *net.OpError
+//     with Op "dial" is recognised.
+//
+// Anything else - io.EOF, a reset, a deadline or ctx error after the command
+// was queued, or a failed HELLO after a successful dial - may have followed
+// the write, so the outcome is unknown.
+func notSent(err error) bool {
+	if _, ok := rueidis.IsRedisErr(err); ok {
+		return true
+	}
+	if errors.Is(err, rueidis.ErrClosing) {
+		return true
+	}
+	var de *dialError
+	if errors.As(err, &de) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// Abandon stops waiting for the reply to requestID; a later reply counts as
+// late. It reports true when the reply reader is not connected right now,
+// so replies may have been lost; a reconnect that completes within the wait
+// loses nothing, since the reader resumes after the last entry it saw.
+func (b *Bus) Abandon(requestID string) bool {
+	b.table.Abandon(requestID)
+	return !b.connected.Load()
+}
+
+// Waiting reports how many requests are waiting for a reply.
+func (b *Bus) Waiting() int { return b.table.Len() }
+
+// Ready returns nil when Redis answers PING and the reply reader has its start
+// id and is connected; otherwise an error wrapping domain.ErrBusUnavailable
+// that says why. ctx bounds the PING, as does the XADD timeout.
+func (b *Bus) Ready(ctx context.Context) error {
+	if b.stopped.Load() {
+		return fmt.Errorf("bus stopped: %w", domain.ErrBusUnavailable)
+	}
+	pctx, cancel := context.WithTimeout(ctx, b.set.xaddTimeout)
+	defer cancel()
+	if err := b.client.Do(pctx, b.client.B().Ping().Build()).Error(); err != nil {
+		b.errs[opPing].Inc()
+		return fmt.Errorf("ping redis: %w: %v", domain.ErrBusUnavailable, err)
+	}
+	switch {
+	case !b.started.Load():
+		return fmt.Errorf("reply reader has no start id yet: %w", domain.ErrBusUnavailable)
+	case !b.connected.Load():
+		return fmt.Errorf("reply reader is reconnecting: %w", domain.ErrBusUnavailable)
+	}
+	return nil
+}
+
+// run is the reply reader: the only goroutine that reads the reply stream.
+func (b *Bus) run(ctx context.Context, firstTry func()) {
+	defer close(b.done)
+	last, ok := b.resolveStart(ctx, firstTry)
+	if !ok {
+		return
+	}
+	for retry := 0; ; {
+		next, err := b.read(ctx, last)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			b.setConnected(false, err)
+			if !b.backoff(ctx, retry) {
+				return
+			}
+			retry++
+			continue
+		}
+		b.setConnected(true, nil)
+		retry, last = 0, next
+	}
+}
+
+// resolveStart finds the id after which the reader starts: the reply
+// stream's last entry, or 0-0 when it has none. It retries until it succeeds
+// or ctx ends, and calls firstTry once, after the first attempt.
+func (b *Bus) resolveStart(ctx context.Context, firstTry func()) (string, bool) {
+	defer firstTry()
+	for retry := 0; ; retry++ {
+		id, err := b.lastID(ctx, b.set.xaddTimeout)
+		if err == nil {
+			b.started.Store(true)
+			b.connected.Store(true)
+			close(b.ready)
+			b.log.Info("reply reader started", zap.String("stream", b.cfg.ReplyStream), zap.String("after", id))
+			return id, true
+		}
+		if ctx.Err() != nil {
+			return "", false
+		}
+		if retry == 0 {
+			b.log.Warn("reply reader cannot look up its start id yet: retrying; Send refuses until then", zap.Error(err))
+		}
+		b.setConnected(false, err)
+		firstTry()
+		if !b.backoff(ctx, retry) {
+			return "", false
+		}
+	}
+}
+
+// lastID returns the id of the reply stream's newest entry, or 0-0 when it
+// has none, waiting at most timeout.
+func (b *Bus) lastID(ctx context.Context, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	entries, err := b.client.Do(ctx, b.client.B().Xrevrange().Key(b.cfg.ReplyStream).
+		End("+").Start("-").Count(1).Build()).AsXRange()
+	if err != nil {
+		b.errs[opXrevrange].Inc()
+		return "", fmt.Errorf("xrevrange: %w", err)
+	}
+	if len(entries) == 0 {
+		return "0-0", nil
+	}
+	return entries[0].ID, nil
+}
+
+// read runs one XREAD after last, dispatches what it returns, and returns
+// the id of the last entry seen.
+func (b *Bus) read(ctx context.Context, last string) (string, error) {
+	rctx, cancel := context.WithTimeout(ctx, b.set.block+b.set.readMargin)
+	defer cancel()
+	// BLOCK makes rueidis send this on a connection of its blocking pool
+	// (mux.go: cmd.IsBlock() -> m.blocking(m.dpool, ...)), never on the
+	// shared pipeline, so a waiting read delays no XADD.
+	streams, err := b.client.Do(rctx, b.client.B().Xread().Count(b.set.readCount).
+		Block(b.set.block.Milliseconds()).Streams().Key(b.cfg.ReplyStream).Id(last).Build()).AsXReadSlices()
+	if rueidis.IsRedisNil(err) {
+		return b.afterIdle(ctx, last) // BLOCK elapsed with nothing new
+	}
+	if err != nil {
+		if ctx.Err() == nil { // not merely stopping
+			b.errs[opXread].Inc()
+		}
+		return last, fmt.Errorf("xread: %w", err)
+	}
+	for _, e := range streams[b.cfg.ReplyStream] {
+		last = e.ID
+		b.dispatch(e)
+	}
+	return last, nil
+}
+
+// afterIdle runs when a read found nothing new. If the reply stream is now
+// missing, empty, or ends before last, it was deleted (and may be recreated
+// with ids below last, when Redis' clock is behind), so the reader restarts
+// from 0-0. Reading entries again is harmless: replies are matched by request
+// id, never by position. One case stays undetected: a stream deleted and
+// recreated within the millisecond of last, whose first entries reuse ids up
+// to last; their requests time out.
+func (b *Bus) afterIdle(ctx context.Context, last string) (string, error) {
+	newest, err := b.lastID(ctx, b.set.readMargin) // a stalled server must not hold the reader longer than a read
+	if err != nil {
+		return last, err
+	}
+	if newest != "0-0" && !idLess(newest, last) {
+		return last, nil
+	}
+	if last != "0-0" {
+		b.log.Info("reply stream deleted or rewound: reading it from the start", zap.String("was_after", last))
+	}
+	return "0-0", nil
+}
+
+// idLess reports whether stream id a sorts before b; ids are "ms-seq".
+func idLess(a, b string) bool {
+	ams, aseq := splitID(a)
+	bms, bseq := splitID(b)
+	return ams < bms || (ams == bms && aseq < bseq)
+}
+
+func splitID(id string) (ms, seq uint64) {
+	m, s, _ := strings.Cut(id, "-")
+	ms, _ = strconv.ParseUint(m, 10, 64)
+	seq, _ = strconv.ParseUint(s, 10, 64)
+	return ms, seq
+}
+
+// dispatch hands one reply entry to its waiter, or counts why it cannot.
+func (b *Bus) dispatch(e rueidis.XRangeSlice) {
+	for _, fv := range e.FieldValues {
+		if fv.Field != protocol.Field {
+			continue
+		}
+		r, err := protocol.DecodeReply([]byte(fv.Value))
+		if err != nil {
+			b.metrics.Reply(correlate.Malformed, 0)
+			b.log.Warn("malformed reply skipped", zap.String("entry", e.ID), zap.Error(err))
+			return
+		}
+		res, waited := b.table.Deliver(r)
+		b.metrics.Reply(res, waited)
+		if res != correlate.Delivered {
+			b.log.Debug("reply not delivered", zap.String("entry", e.ID),
+				zap.String("request_id", r.RequestID), zap.Stringer("result", res))
+		}
+		return
+	}
+	b.metrics.Reply(correlate.Malformed, 0)
+	b.log.Warn("reply without a message field skipped", zap.String("entry", e.ID))
+}
+
+// setConnected records the reader's state and logs its changes.
+func (b *Bus) setConnected(ok bool, err error) {
+	if was := b.connected.Swap(ok); was != ok {
+		if ok {
+			b.log.Info("reply reader connected")
+		} else {
+			b.log.Warn("reply reader disconnected: replies wait in the stream until it reconnects", zap.Error(err))
+		}
+	}
+}
+
+// backoff waits before retry number retry+1: not at all the first time, so a
+// killed connection is replaced at once, then doubling from backoffMin up to
+// backoffMax, with jitter so many instances do not reconnect in step. It
+// reports false when ctx ended.
+func (b *Bus) backoff(ctx context.Context, retry int) bool {
+	if retry == 0 {
+		return ctx.Err() == nil
+	}
+	d := min(b.set.backoffMin<<min(retry-1, 16), b.set.backoffMax)
+	d += rand.N(d/4 + 1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

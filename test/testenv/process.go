@@ -1,0 +1,268 @@
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildMu   sync.Mutex
+	buildDir  string
+	buildDone = map[string]string{}
+)
+
+// ModuleRoot returns the directory of the repository's go.mod.
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// BuildBinary builds the main package pkg (e.g. "./cmd/ensure-user") once per
+// test process and returns the binary's path. Under -race the binary is built
+// with the race detector too, so races in the service fail the test.
+func BuildBinary(t testing.TB, pkg string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := buildDone[pkg]; ok {
+		return p
+	}
+	if buildDir == "" {
+		d, err := os.MkdirTemp("", "ensure-user-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildDir = d // removed with the OS temp dir; shared by the whole process
+	}
+	out := filepath.Join(buildDir, filepath.Base(pkg))
+	args := []string{"build", "-o", out}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, pkg)...)
+	cmd.Dir = ModuleRoot(t)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	buildDone[pkg] = out
+	return out
+}
+
+// Process is a running binary whose output the test can read.
+type Process struct {
+	t    testing.TB
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+
+	mu    sync.Mutex
+	out   bytes.Buffer
+	lines []map[string]any // stderr lines that were JSON (zap)
+	seen  chan struct{}    // closed and replaced on every new line
+}
+
+// Start runs bin with args and env (added to a minimal environment: PATH and
+// HOME only, so the developer's variables cannot leak in). The process is
+// killed at cleanup if the test did not stop it.
+func Start(t testing.TB, bin string, env map[string]string, args ...string) *Process {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "GORACE=halt_on_error=1"}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	p := &Process{t: t, cmd: cmd, done: make(chan struct{}), seen: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	go p.read(pr)
+	go func() {
+		p.err = cmd.Wait()
+		_ = pw.Close()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("output of %s:\n%s", filepath.Base(bin), p.Output())
+		}
+	})
+	return p
+}
+
+func (p *Process) read(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		var m map[string]any
+		isJSON := json.Unmarshal(line, &m) == nil
+		p.mu.Lock()
+		p.out.Write(line)
+		p.out.WriteByte('\n')
+		if isJSON {
+			p.lines = append(p.lines, m)
+		}
+		close(p.seen)
+		p.seen = make(chan struct{})
+		p.mu.Unlock()
+	}
+	_, _ = io.Copy(io.Discard, r)
+}
+
+// Output is everything the process printed so far.
+func (p *Process) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// Logs returns the JSON log lines printed so far.
+func (p *Process) Logs() []map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]map[string]any(nil), p.lines...)
+}
+
+// WaitOutput waits until match accepts the output so far, the process exits,
+// or ctx ends.
+func (p *Process) WaitOutput(ctx context.Context, match func(out string, logs []map[string]any) bool) error {
+	for {
+		p.mu.Lock()
+		out, logs, seen := p.out.String(), p.lines, p.seen
+		p.mu.Unlock()
+		if match(out, logs) {
+			return nil
+		}
+		select {
+		case <-seen:
+		case <-p.done:
+			if match(p.Output(), p.Logs()) {
+				return nil
+			}
+			return fmt.Errorf("process exited (%v) before the expected output", p.err)
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for output: %w", ctx.Err())
+		}
+	}
+}
+
+// WaitLog waits for a JSON log line with the given msg and returns it.
+func (p *Process) WaitLog(ctx context.Context, msg string) (map[string]any, error) {
+	var found map[string]any
+	err := p.WaitOutput(ctx, func(_ string, logs []map[string]any) bool {
+		for _, l := range logs {
+			if l["msg"] == msg {
+				found = l
+				return true
+			}
+		}
+		return false
+	})
+	return found, err
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig syscall.Signal) {
+	_ = p.cmd.Process.Signal(sig)
+}
+
+// Wait waits for the process to exit and returns its exit code (-1 when
+// killed by a signal), or an error when ctx ends first.
+func (p *Process) Wait(ctx context.Context) (int, error) {
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode(), nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Service is a running ensure-user binary.
+type Service struct {
+	*Process
+	URL string // http://127.0.0.1:port
+}
+
+// StartService runs the ensure-user binary with env (HTTP_ADDR defaults to a
+// free loopback port) and waits until it listens.
+func StartService(t testing.TB, env map[string]string, args ...string) *Service {
+	t.Helper()
+	bin := BuildBinary(t, "./cmd/ensure-user")
+	e := map[string]string{"HTTP_ADDR": "127.0.0.1:0", "SHUTDOWN_DELAY": "0s", "LOG_LEVEL": "info"}
+	for k, v := range env {
+		e[k] = v
+	}
+	p := Start(t, bin, e, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := p.WaitLog(ctx, "listening")
+	if err != nil {
+		t.Fatalf("ensure-user did not start: %v\n%s", err, p.Output())
+	}
+	addr, _ := l["addr"].(string)
+	return &Service{Process: p, URL: "http://" + addr}
+}
+
+// WaitReady polls /readyz until it answers 200 or ctx ends. Polling is the
+// only way to observe readiness from outside the process.
+func (s *Service) WaitReady(ctx context.Context) error {
+	return WaitHTTP(ctx, s.URL+"/readyz", http.StatusOK)
+}
+
+// WaitHTTP polls url every 20 ms until it answers status or ctx ends.
+func WaitHTTP(ctx context.Context, url string, status int) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode == status {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s never answered %d (last: %s): %w", url, status, last, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
