@@ -13,6 +13,7 @@ import (
 	"github.com/ensure-user/ensure-user/adapters/membus"
 	"github.com/ensure-user/ensure-user/adapters/redisbus"
 	"github.com/ensure-user/ensure-user/adapters/sysclock"
+	"github.com/ensure-user/ensure-user/api"
 	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain/ensureuser"
 	"github.com/ensure-user/ensure-user/ports"
@@ -96,5 +97,6 @@ func NewServer(cfg config.Config, log *zap.Logger, uc echohttp.EnsureUser, probe
 		ReplyTimeout: cfg.Engine.ReplyTimeout,
 		Probes:       probes,
 		Registry:     reg,
+		OpenAPI:      api.OpenAPI,
 	})
 }

@@ -21,7 +21,13 @@ type Config struct {
 	Auth   Auth
 	Engine Engine
 	Log    Log
+
+	effective map[string]string // variable -> value in force, secrets redacted
 }
+
+// Effective returns every variable with the value in force (set or default),
+// secrets redacted: what the service logs at start.
+func (c Config) Effective() map[string]string { return c.effective }
 
 // HTTP configures the Echo server.
 type HTTP struct {
@@ -241,6 +247,7 @@ func Load(lookup Lookup) (Config, error) {
 		},
 		Log: Log{Level: p.str("LOG_LEVEL"), Format: p.str("LOG_FORMAT")},
 	}
+	c.effective = p.seen
 	errs := p.errs
 	if len(errs) == 0 {
 		errs = c.Validate()
@@ -438,18 +445,40 @@ func knownAlgorithm(alg string) bool {
 type parser struct {
 	lookup Lookup
 	errs   []error
+	seen   map[string]string
+}
+
+// secretVars are redacted in Effective.
+var secretVars = map[string]func(string) string{
+	"JWT_HS256_SECRET": func(v string) string { return Secret(v).String() },
+	"REDIS_URL":        RedactedURL,
 }
 
 func (p *parser) str(name string) string {
-	if v, ok := p.lookup(name); ok {
-		return v
-	}
-	for _, v := range Vars {
-		if v.Name == name {
-			return v.Default
+	v, ok := p.lookup(name)
+	if !ok {
+		v, ok = defaultOf(name)
+		if !ok {
+			panic("config: undeclared variable " + name)
 		}
 	}
-	panic("config: undeclared variable " + name)
+	if p.seen == nil {
+		p.seen = map[string]string{}
+	}
+	p.seen[name] = v
+	if redact := secretVars[name]; redact != nil && v != "" {
+		p.seen[name] = redact(v)
+	}
+	return v
+}
+
+func defaultOf(name string) (string, bool) {
+	for _, v := range Vars {
+		if v.Name == name {
+			return v.Default, true
+		}
+	}
+	return "", false
 }
 
 func (p *parser) fail(name, raw, want string) {

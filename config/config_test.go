@@ -167,7 +167,8 @@ func TestSecretsNeverPrint(t *testing.T) {
 		t.Fatal(err)
 	}
 	js, _ := json.Marshal(c)
-	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), string(js)} {
+	eff, _ := json.Marshal(c.Effective())
+	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), string(js), string(eff)} {
 		if strings.Contains(s, "TOPSECRET") {
 			t.Fatalf("secret printed: %s", s)
 		}
@@ -177,6 +178,12 @@ func TestSecretsNeverPrint(t *testing.T) {
 	}
 	if got := config.RedactedURL(e["REDIS_URL"]); strings.Contains(got, "hunter2") {
 		t.Fatalf("RedactedURL = %s", got)
+	}
+	if got := c.Effective()["REDIS_URL"]; got != "redis://user:xxxxx@127.0.0.1:6379/0" {
+		t.Errorf("effective REDIS_URL = %q, want the URL with its password masked", got)
+	}
+	if got := c.Effective()["JWT_LEEWAY"]; got != "30s" {
+		t.Errorf("effective JWT_LEEWAY = %q, want the default 30s", got)
 	}
 }
 

@@ -101,7 +101,7 @@ func serve(ctx context.Context, args []string, env config.Lookup, stderr io.Writ
 
 // start builds and runs the app until ctx ends.
 func start(ctx context.Context, cfg config.Config, log *zap.Logger) error {
-	log.Info("starting", zap.Stringer("build", buildinfo.Read()), zap.Any("config", cfg))
+	log.Info("starting", zap.Stringer("build", buildinfo.Read()), zap.Any("config", cfg.Effective()))
 	for _, w := range cfg.Warnings() {
 		log.Warn("weakened check: " + w)
 	}
