@@ -107,6 +107,24 @@ func (a *App) Serve(ctx context.Context) error {
 	return nil
 }
 
+// WaitReady waits until the service would answer /readyz with 200 (a key
+// set loaded, Redis answering, the reply reader running), or ctx ends.
+func (a *App) WaitReady(ctx context.Context) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := a.server.Ready(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not ready: %w", err)
+		case <-tick.C:
+		}
+	}
+}
+
 // Run is Listen then Serve.
 func (a *App) Run(ctx context.Context) error {
 	if err := a.Listen(); err != nil {

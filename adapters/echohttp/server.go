@@ -214,27 +214,45 @@ func (s *Server) live(c echo.Context) error {
 	return answer{status: http.StatusOK, body: []byte(`{"status":"ok"}`)}.write(c)
 }
 
+// notReady lists what is not ready: the failing probes, and the server
+// itself while draining.
+func (s *Server) notReady(ctx context.Context) []probeFailure {
+	var out []probeFailure
+	if s.draining.Load() {
+		out = append(out, probeFailure{"server", "shutting down"})
+	}
+	for _, p := range s.opts.Probes {
+		if err := p.Check(ctx); err != nil {
+			out = append(out, probeFailure{p.Name, err.Error()})
+		}
+	}
+	return out
+}
+
+type probeFailure struct {
+	Name  string `json:"name"`
+	Error string `json:"error"`
+}
+
+// Ready reports nil when every probe passes, else an error naming what is
+// not ready; it is what /readyz answers.
+func (s *Server) Ready(ctx context.Context) error {
+	var errs []error
+	for _, f := range s.notReady(ctx) {
+		errs = append(errs, fmt.Errorf("%s: %s", f.Name, f.Error))
+	}
+	return errors.Join(errs...)
+}
+
 // ready answers 200 when every probe passes, else 503 naming what is not
 // ready. While draining it is 503 whatever the probes say.
 func (s *Server) ready(c echo.Context) error {
-	type check struct {
-		Name  string `json:"name"`
-		Error string `json:"error"`
-	}
-	body := struct {
-		Status   string  `json:"status"`
-		NotReady []check `json:"not_ready,omitempty"`
-	}{Status: "ready"}
-	if s.draining.Load() {
-		body.NotReady = append(body.NotReady, check{"server", "shutting down"})
-	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
 	defer cancel()
-	for _, p := range s.opts.Probes {
-		if err := p.Check(ctx); err != nil {
-			body.NotReady = append(body.NotReady, check{p.Name, err.Error()})
-		}
-	}
+	body := struct {
+		Status   string         `json:"status"`
+		NotReady []probeFailure `json:"not_ready,omitempty"`
+	}{Status: "ready", NotReady: s.notReady(ctx)}
 	status := http.StatusOK
 	if len(body.NotReady) > 0 {
 		status, body.Status = http.StatusServiceUnavailable, "not ready"
