@@ -17,9 +17,10 @@ import (
 // log lines the HTTP request line cannot carry (a command that stays sent
 // although its client left). The use case itself never logs.
 type instrumented struct {
-	next     echohttp.EnsureUser
-	log      *zap.Logger
-	outcomes *prometheus.CounterVec
+	next      echohttp.EnsureUser
+	log       *zap.Logger
+	outcomes  *prometheus.CounterVec
+	coalesced prometheus.Counter
 }
 
 var _ echohttp.EnsureUser = (*instrumented)(nil)
@@ -53,8 +54,14 @@ func NewInstrumented(uc *ensureuser.UseCase, log *zap.Logger, reg prometheus.Reg
 		"verifier_unavailable", "busy", "not_sent", "engine_failed", "client_gone", "error"} {
 		d.outcomes.WithLabelValues(o) // export zeros, so rates work from the start
 	}
-	if err := reg.Register(d.outcomes); err != nil {
-		return nil, err
+	d.coalesced = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ensure_user_coalesced_total",
+		Help: "Requests that shared another request's in-flight command (ENGINE_COALESCE=true).",
+	})
+	for _, c := range []prometheus.Collector{d.outcomes, d.coalesced} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
 	}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "ensure_user_requests_waiting",
@@ -81,6 +88,9 @@ func (d *instrumented) Execute(ctx context.Context, in ensureuser.Input) (ensure
 		}
 	}
 	d.outcomes.WithLabelValues(name).Inc()
+	if res.Coalesced {
+		d.coalesced.Inc()
+	}
 	if name == "client_gone" && res.Sent {
 		d.log.Info("client went away while waiting; the command stays sent",
 			zap.String("request_id", requestid.From(ctx)),

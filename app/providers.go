@@ -80,7 +80,7 @@ func NewEngineBus(cfg config.Config, log *zap.Logger, reg prometheus.Registerer)
 
 // NewUseCase builds the use case from the Engine settings.
 func NewUseCase(cfg config.Engine, v ports.TokenVerifier, bus ports.EngineBus, clock ports.Clock) *ensureuser.UseCase {
-	return ensureuser.New(ensureuser.Config{ReplyTimeout: cfg.ReplyTimeout, MaxWaiting: cfg.MaxWaiting}, v, bus, clock)
+	return ensureuser.New(ensureuser.Config{ReplyTimeout: cfg.ReplyTimeout, MaxWaiting: cfg.MaxWaiting, Coalesce: cfg.Coalesce}, v, bus, clock)
 }
 
 // NewProbes lists what /readyz checks: a usable key set, and the bus.

@@ -74,6 +74,53 @@ type Engine struct {
 	ReplyTimeout  time.Duration // ENGINE_REPLY_TIMEOUT
 	RequestMaxLen int64         // ENGINE_REQUEST_MAXLEN, approximate (MAXLEN ~)
 	MaxWaiting    int           // ENGINE_MAX_WAITING
+	Coalesce      bool          // ENGINE_COALESCE: concurrent requests for one user share one command
+	DurableSend   string        // ENGINE_DURABLE_SEND: DurableOff, DurableAOF or DurableReplica
+	InstanceID    string        // INSTANCE_ID: replaces {instance} in ReplyStream; default hostname-pid
+}
+
+// Durability modes of ENGINE_DURABLE_SEND.
+const (
+	DurableOff     = "off"
+	DurableAOF     = "aof"     // WAITAOF after XADD: on the master's disk
+	DurableReplica = "replica" // WAIT after XADD: on at least one replica
+)
+
+// InstancePlaceholder in ENGINE_REPLY_STREAM is replaced, braces and all, by
+// the instance id, giving each instance its own reply stream.
+const InstancePlaceholder = "{instance}"
+
+// ReplyStreamName is the reply stream this instance reads: ReplyStream with
+// InstancePlaceholder replaced by InstanceID.
+func (e Engine) ReplyStreamName() string {
+	return strings.ReplaceAll(e.ReplyStream, InstancePlaceholder, e.InstanceID)
+}
+
+// WithInstanceID returns c with Engine.InstanceID defaulted to host-pid when
+// INSTANCE_ID was not set; characters an id may not hold become '-'.
+func (c Config) WithInstanceID(host string, pid int) Config {
+	if c.Engine.InstanceID != "" {
+		return c
+	}
+	clean := strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f || r == '{' || r == '}' {
+			return '-'
+		}
+		return r
+	}, host)
+	if clean == "" {
+		clean = "instance"
+	}
+	c.Engine.InstanceID = clean + "-" + strconv.Itoa(pid)
+	if c.effective != nil {
+		c.effective["INSTANCE_ID"] = c.Engine.InstanceID
+	}
+	return c
+}
+
+// PerInstanceReplies reports whether each instance has its own reply stream.
+func (e Engine) PerInstanceReplies() bool {
+	return strings.Contains(e.ReplyStream, InstancePlaceholder)
 }
 
 // Log configures zap.
@@ -166,6 +213,9 @@ var Vars = []Var{
 	{"ENGINE_REPLY_TIMEOUT", "5s", "how long a request waits for the Engine's reply"},
 	{"ENGINE_REQUEST_MAXLEN", "1000000", "approximate length cap of the request stream (MAXLEN ~)"},
 	{"ENGINE_MAX_WAITING", "20000", "requests waiting at once beyond which new ones get 503 busy"},
+	{"ENGINE_COALESCE", "false", "concurrent requests for the same user share one in-flight command (off: every call sends)"},
+	{"ENGINE_DURABLE_SEND", DurableOff, "after XADD wait until the command is on disk (aof, Redis >= 7.2) or on a replica (replica); off"},
+	{"INSTANCE_ID", "", "this instance's id for {instance} in ENGINE_REPLY_STREAM (default hostname-pid)"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "json", "json or console"},
 }
@@ -244,6 +294,9 @@ func Load(lookup Lookup) (Config, error) {
 			ReplyTimeout:  p.duration("ENGINE_REPLY_TIMEOUT"),
 			RequestMaxLen: int64(p.integer("ENGINE_REQUEST_MAXLEN")),
 			MaxWaiting:    p.integer("ENGINE_MAX_WAITING"),
+			Coalesce:      p.boolean("ENGINE_COALESCE"),
+			DurableSend:   p.str("ENGINE_DURABLE_SEND"),
+			InstanceID:    p.str("INSTANCE_ID"),
 		},
 		Log: Log{Level: p.str("LOG_LEVEL"), Format: p.str("LOG_FORMAT")},
 	}
@@ -351,6 +404,20 @@ func (c Config) Validate() []error {
 	}
 	if e.MaxWaiting <= 0 {
 		bad("ENGINE_MAX_WAITING", "must be positive")
+	}
+	switch e.DurableSend {
+	case DurableOff, DurableAOF, DurableReplica:
+	default:
+		bad("ENGINE_DURABLE_SEND", "must be off, aof or replica, not %q", e.DurableSend)
+	}
+	if e.DurableSend != DurableOff && e.Transport != TransportRedis {
+		bad("ENGINE_DURABLE_SEND", "needs ENGINE_TRANSPORT=%s", TransportRedis)
+	}
+	if strings.ContainsAny(e.InstanceID, "{}") || strings.ContainsFunc(e.InstanceID, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		bad("INSTANCE_ID", "must not contain braces, blanks or control characters")
+	}
+	if e.PerInstanceReplies() && strings.Count(e.ReplyStream, InstancePlaceholder) != 1 {
+		bad("ENGINE_REPLY_STREAM", "may contain %s once", InstancePlaceholder)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

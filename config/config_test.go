@@ -105,6 +105,12 @@ func TestLoadRefuses(t *testing.T) {
 		{set: map[string]string{"HTTP_MAX_HEADER_BYTES": "10"}, name: "HTTP_MAX_HEADER_BYTES"},
 		{set: map[string]string{"CORS_ALLOWED_ORIGINS": "not an origin"}, name: "CORS_ALLOWED_ORIGINS"},
 		{set: map[string]string{"LOG_LEVEL": "chatty"}, name: "LOG_LEVEL"},
+		{set: map[string]string{"ENGINE_COALESCE": "sometimes"}, name: "ENGINE_COALESCE"},
+		{set: map[string]string{"ENGINE_DURABLE_SEND": "fsync"}, name: "ENGINE_DURABLE_SEND"},
+		{set: map[string]string{"ENGINE_DURABLE_SEND": "aof", "ENGINE_TRANSPORT": "memory"}, name: "ENGINE_DURABLE_SEND"},
+		{set: map[string]string{"INSTANCE_ID": "a{b}"}, name: "INSTANCE_ID"},
+		{set: map[string]string{"INSTANCE_ID": "a b"}, name: "INSTANCE_ID"},
+		{set: map[string]string{"ENGINE_REPLY_STREAM": "r:{instance}:{instance}"}, name: "ENGINE_REPLY_STREAM"},
 		{set: map[string]string{"LOG_FORMAT": "xml"}, name: "LOG_FORMAT"},
 	}
 	for _, tt := range tests {
@@ -239,4 +245,31 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("Load accepted %s=%q but Validate refuses it", name, value)
 		}
 	})
+}
+
+func TestInstanceReplyStream(t *testing.T) {
+	t.Parallel()
+	e := minimal()
+	e["ENGINE_REPLY_STREAM"] = "engine:replies:{instance}"
+	c, err := config.Load(env(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c = c.WithInstanceID("web{1} a", 42)
+	if got := c.Engine.ReplyStreamName(); got != "engine:replies:web-1--a-42" {
+		t.Errorf("ReplyStreamName() = %q", got)
+	}
+	if !c.Engine.PerInstanceReplies() || c.Effective()["INSTANCE_ID"] != "web-1--a-42" {
+		t.Errorf("per-instance %v, effective %q", c.Engine.PerInstanceReplies(), c.Effective()["INSTANCE_ID"])
+	}
+	e["INSTANCE_ID"] = "pod-7"
+	c, _ = config.Load(env(e))
+	if got := c.WithInstanceID("host", 1).Engine.ReplyStreamName(); got != "engine:replies:pod-7" {
+		t.Errorf("with INSTANCE_ID: %q", got)
+	}
+	e["ENGINE_REPLY_STREAM"] = "engine:replies"
+	c, _ = config.Load(env(e))
+	if c.Engine.PerInstanceReplies() || c.Engine.ReplyStreamName() != "engine:replies" {
+		t.Error("a stream without the placeholder is shared")
+	}
 }

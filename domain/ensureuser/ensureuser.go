@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +28,10 @@ type Config struct {
 	// MaxWaiting caps the requests waiting for a reply at once; beyond it a
 	// request is refused with domain.ErrBusy before anything is sent.
 	MaxWaiting int
+	// Coalesce lets concurrent requests for the same user (id and email)
+	// share one in-flight command and its answer, instead of each sending
+	// its own. Off by default: the contract says every call sends.
+	Coalesce bool
 }
 
 // Input is one ensure-user request as the use case sees it.
@@ -44,6 +49,7 @@ type Result struct {
 	UserID    string         // set once the token verified and the claims validated
 	RequestID string         // set once a command was built
 	Sent      bool           // the command went to the bus (or may have)
+	Coalesced bool           // the request shared another request's command
 }
 
 // UseCase is the EnsureUser use case. It is safe for concurrent use.
@@ -53,6 +59,16 @@ type UseCase struct {
 	clock    ports.Clock
 	cfg      Config
 	waiting  atomic.Int64
+
+	mu      sync.Mutex
+	flights map[domain.User]*flight // in-flight commands, when coalescing
+}
+
+// flight is one command shared by the requests that coalesced onto it.
+type flight struct {
+	done chan struct{} // closed when res and err are set
+	res  Result
+	err  error
 }
 
 // New returns the use case. Zero Config fields take their defaults.
@@ -63,7 +79,7 @@ func New(cfg Config, verifier ports.TokenVerifier, bus ports.EngineBus, clock po
 	if cfg.MaxWaiting <= 0 {
 		cfg.MaxWaiting = DefaultMaxWaiting
 	}
-	return &UseCase{verifier: verifier, bus: bus, clock: clock, cfg: cfg}
+	return &UseCase{verifier: verifier, bus: bus, clock: clock, cfg: cfg, flights: map[domain.User]*flight{}}
 }
 
 // Waiting reports how many requests are waiting for an Engine reply now.
@@ -95,11 +111,49 @@ func (u *UseCase) Execute(ctx context.Context, in Input) (Result, error) {
 	}
 	defer u.waiting.Add(-1)
 
+	if u.cfg.Coalesce {
+		return u.coalesced(ctx, user, in.Trace)
+	}
+	return u.send(ctx, user, in.Trace)
+}
+
+// coalesced joins the in-flight command for user, or starts one that later
+// requests for the same user can join. The command runs detached from any
+// one caller, so a leader that hangs up does not fail the others; each caller
+// waits only as long as its own context allows.
+func (u *UseCase) coalesced(ctx context.Context, user domain.User, trace domain.Trace) (Result, error) {
+	u.mu.Lock()
+	f, joined := u.flights[user]
+	if !joined {
+		f = &flight{done: make(chan struct{})}
+		u.flights[user] = f
+		go func() {
+			f.res, f.err = u.send(context.WithoutCancel(ctx), user, trace)
+			u.mu.Lock()
+			delete(u.flights, user)
+			u.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	u.mu.Unlock()
+	select {
+	case <-f.done:
+		res := f.res
+		res.Coalesced = joined
+		return res, f.err
+	case <-ctx.Done():
+		return Result{UserID: user.ID, Sent: true, Coalesced: joined}, fmt.Errorf("wait for reply: %w", context.Cause(ctx))
+	}
+}
+
+// send sends one command for user and waits for its reply.
+func (u *UseCase) send(ctx context.Context, user domain.User, trace domain.Trace) (Result, error) {
+	res := Result{UserID: user.ID}
 	cmd := domain.Command{
 		RequestID: domain.NewRequestID(),
 		User:      user,
 		SentAt:    u.clock.Now(),
-		Trace:     in.Trace,
+		Trace:     trace,
 	}
 	res.RequestID = cmd.RequestID
 	// The timer starts before Send so that a slow publish counts against the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +243,134 @@ func TestExecuteTakesAReplyThatRacesTheTimeout(t *testing.T) {
 	clock.Advance(time.Second)
 	if err := <-done; err != nil || res.Outcome != domain.Confirmed {
 		t.Fatalf("got %v, %v; want confirmed", res.Outcome, err)
+	}
+}
+
+// waitWaiting waits until n requests are waiting in uc. There is no event
+// for "a goroutine reached the select", so this polls the counter.
+func waitWaiting(t *testing.T, uc *ensureuser.UseCase, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for uc.Waiting() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d requests waiting", uc.Waiting(), n)
+		}
+		runtime.Gosched()
+	}
+}
+
+func TestCoalescingSharesOneCommand(t *testing.T) {
+	t.Parallel()
+	const n = 100
+	clock := fake.NewClock()
+	bus := fake.NewBus(n)
+	v := (&fake.Verifier{}).Accept("tok", alice)
+	uc := ensureuser.New(ensureuser.Config{Coalesce: true}, v, bus, clock)
+
+	type result struct {
+		res ensureuser.Result
+		err error
+	}
+	done := make(chan result, n)
+	for range n {
+		go func() {
+			res, err := uc.Execute(context.Background(), ensureuser.Input{Token: "tok"})
+			done <- result{res, err}
+		}()
+	}
+	cmd := <-bus.Sent
+	waitWaiting(t, uc, n)
+	bus.Reply(domain.Reply{RequestID: cmd.RequestID, Status: "exists", Message: domain.LegacyAlreadyExists})
+	joined := 0
+	for range n {
+		r := <-done
+		if r.err != nil || r.res.Outcome != domain.Confirmed || r.res.RequestID != cmd.RequestID {
+			t.Fatalf("got %+v, %v; want confirmed by the shared command", r.res, r.err)
+		}
+		if r.res.Coalesced {
+			joined++
+		}
+	}
+	if joined != n-1 {
+		t.Errorf("%d requests joined, want %d", joined, n-1)
+	}
+	select {
+	case extra := <-bus.Sent:
+		t.Fatalf("a second command was sent: %+v", extra)
+	default:
+	}
+	// The flight is over: the next request sends its own command.
+	go func() {
+		res, err := uc.Execute(context.Background(), ensureuser.Input{Token: "tok"})
+		done <- result{res, err}
+	}()
+	next := <-bus.Sent
+	if next.RequestID == cmd.RequestID {
+		t.Fatal("the finished flight's command was reused")
+	}
+	bus.Reply(domain.Reply{RequestID: next.RequestID, Status: "ok"})
+	if r := <-done; r.err != nil || r.res.Coalesced {
+		t.Fatalf("got %+v, %v", r.res, r.err)
+	}
+}
+
+func TestCoalescingSurvivesTheLeaderHangingUp(t *testing.T) {
+	t.Parallel()
+	clock := fake.NewClock()
+	bus := fake.NewBus(2)
+	v := (&fake.Verifier{}).Accept("tok", alice)
+	uc := ensureuser.New(ensureuser.Config{Coalesce: true}, v, bus, clock)
+
+	leaderCtx, hangUp := context.WithCancel(context.Background())
+	leader := make(chan error, 1)
+	go func() {
+		_, err := uc.Execute(leaderCtx, ensureuser.Input{Token: "tok"})
+		leader <- err
+	}()
+	cmd := <-bus.Sent
+	follower := make(chan error, 1)
+	var res ensureuser.Result
+	go func() {
+		var err error
+		res, err = uc.Execute(context.Background(), ensureuser.Input{Token: "tok"})
+		follower <- err
+	}()
+	waitWaiting(t, uc, 2)
+	hangUp()
+	if err := <-leader; !errors.Is(err, context.Canceled) {
+		t.Fatalf("leader: %v, want context.Canceled", err)
+	}
+	bus.Reply(domain.Reply{RequestID: cmd.RequestID, Status: "ok"})
+	if err := <-follower; err != nil || res.Outcome != domain.Confirmed {
+		t.Fatalf("follower: %+v, %v", res, err)
+	}
+}
+
+func TestWithoutCoalescingEveryCallSends(t *testing.T) {
+	t.Parallel()
+	const n = 20
+	bus := fake.NewBus(n)
+	v := (&fake.Verifier{}).Accept("tok", alice)
+	uc := ensureuser.New(ensureuser.Config{}, v, bus, fake.NewClock())
+	done := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := uc.Execute(context.Background(), ensureuser.Input{Token: "tok"})
+			done <- err
+		}()
+	}
+	seen := map[string]bool{}
+	for range n {
+		cmd := <-bus.Sent
+		seen[cmd.RequestID] = true
+		bus.Reply(domain.Reply{RequestID: cmd.RequestID, Status: "ok"})
+	}
+	for range n {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct commands for %d calls", len(seen), n)
 	}
 }
