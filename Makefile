@@ -8,7 +8,7 @@ BIN   := bin
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
 run: ## run the service locally (embedded Redis, dev keys and Engine; see README)
@@ -45,6 +45,14 @@ fuzz: ## run each fuzz target briefly (FUZZTIME, default 15s); crashers land in 
 .PHONY: bench
 bench: ## run the hot-path benchmarks (-benchmem, 5 runs) into bench.txt; compare with benchstat
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee bench.txt
+
+.PHONY: loadtest
+loadtest: ## whole-path load test (redis-server, engine-sim, ensure-user); report under results/
+	$(GO) run ./cmd/loadtest $(LOADTEST_FLAGS)
+
+.PHONY: soak
+soak: ## 5-minute soak with Redis restarts; fails if RSS or goroutines keep growing
+	$(GO) run ./cmd/soak $(SOAK_FLAGS)
 
 .PHONY: build
 build: ## build the binaries into bin/

@@ -5,6 +5,9 @@
 // Usage:
 //
 //	ensure-user [serve] [--flag=value ...]   run the service (the default)
+//	ensure-user dev [--insecure-bind]        run locally with embedded Redis, IdP and Engine
+//	ensure-user dev token --user-id ID --email E [--ttl 1h]
+//	                                         mint a token from the running dev instance's key
 //	ensure-user version                      print version, commit and Go version
 //
 // Every setting is an environment variable with a matching flag
@@ -62,14 +65,16 @@ func run(ctx context.Context, args []string, env config.Lookup, stdout, stderr i
 	switch cmd {
 	case "serve":
 		return serve(ctx, args, env, stderr)
+	case "dev":
+		return dev(ctx, args, env, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, buildinfo.Read())
 		return nil
 	case "help":
-		fmt.Fprintln(stdout, "usage: ensure-user [serve|version] [--flag=value ...]; ensure-user serve --help lists the flags")
+		fmt.Fprintln(stdout, "usage: ensure-user [serve|dev|dev token|version] [--flag=value ...]; ensure-user serve --help lists the flags")
 		return nil
 	}
-	return usageError{fmt.Errorf("unknown command %q (want serve or version)", cmd)}
+	return usageError{fmt.Errorf("unknown command %q (want serve, dev or version)", cmd)}
 }
 
 // serve runs the production service: configuration from the environment and
@@ -91,6 +96,7 @@ func serve(ctx context.Context, args []string, env config.Lookup, stderr io.Writ
 	if err != nil {
 		return usageError{fmt.Errorf("invalid configuration:\n%w", err)}
 	}
+	cfg = withInstanceID(cfg)
 	log, err := app.NewLogger(cfg.Log)
 	if err != nil {
 		return usageError{err}
@@ -111,4 +117,10 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 	}
 	defer cleanup()
 	return a.Run(ctx)
+}
+
+// withInstanceID defaults INSTANCE_ID to hostname-pid.
+func withInstanceID(cfg config.Config) config.Config {
+	host, _ := os.Hostname()
+	return cfg.WithInstanceID(host, os.Getpid())
 }

@@ -79,13 +79,23 @@ type Process struct {
 }
 
 // Start runs bin with args and env (added to a minimal environment: PATH and
-// HOME only, so the developer's variables cannot leak in). The process is
-// killed at cleanup if the test did not stop it.
+// HOME only, so the developer's variables cannot leak in; env may override
+// them). The process is killed at cleanup if the test did not stop it.
 func Start(t testing.TB, bin string, env map[string]string, args ...string) *Process {
 	t.Helper()
+	return StartIn(t, "", bin, env, args...)
+}
+
+// StartIn is Start with the working directory dir ("" for the test's).
+func StartIn(t testing.TB, dir, bin string, env map[string]string, args ...string) *Process {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "GORACE=halt_on_error=1"}
+	cmd.Dir = dir
+	base := map[string]string{"PATH": os.Getenv("PATH"), "HOME": os.Getenv("HOME"), "GORACE": "halt_on_error=1"}
 	for k, v := range env {
+		base[k] = v
+	}
+	for k, v := range base {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -190,6 +200,12 @@ func (p *Process) WaitLog(ctx context.Context, msg string) (map[string]any, erro
 // Signal sends sig to the process.
 func (p *Process) Signal(sig syscall.Signal) {
 	_ = p.cmd.Process.Signal(sig)
+}
+
+// SignalGroup sends sig to the process and every child it started (the
+// process leads its own group), e.g. make and the program it runs.
+func (p *Process) SignalGroup(sig syscall.Signal) {
+	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
 }
 
 // Wait waits for the process to exit and returns its exit code (-1 when
