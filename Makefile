@@ -26,12 +26,15 @@ generate: ## regenerate app/wire_gen.go
 check-generated: ## fail when app/wire_gen.go is stale
 	$(GO) tool wire diff ./app
 
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 .PHONY: lint
-lint: ## gofmt, go vet, the wire check, go mod tidy -diff
+lint: ## gofmt, go vet, staticcheck, the wire check, go mod tidy -diff (layer rules: test/arch)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
-	$(GO) tool wire diff ./app
-	$(GO) mod tidy -diff
+	$(GO) run $(STATICCHECK) $(PKGS)
+	@$(GO) tool wire diff ./app || { echo "app/wire_gen.go is stale: run make generate"; exit 1; }
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target briefly (FUZZTIME, default 15s); crashers land in testdata/fuzz
