@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 
 	"github.com/ensure-user/ensure-user/adapters/echohttp"
 	"github.com/ensure-user/ensure-user/config"
@@ -38,7 +40,9 @@ func (a *App) Listen() error {
 	if err != nil {
 		return fmt.Errorf("listen on HTTP_ADDR %s: %w", a.cfg.Addr, err)
 	}
-	a.ln = ln
+	// Beyond the cap, new connections wait in the kernel's accept queue
+	// instead of taking the file descriptors Redis and the IdP need.
+	a.ln = netutil.LimitListener(ln, maxConnections(a.cfg.MaxConnections))
 	if m := a.server.MetricsAddr(); m != "" {
 		mln, err := net.Listen("tcp", m)
 		if err != nil {
@@ -48,6 +52,23 @@ func (a *App) Listen() error {
 		a.mln = mln
 	}
 	return nil
+}
+
+// fdReserve is what the connection cap leaves of the open-file limit for
+// Redis, the IdP, logs and the metrics listener.
+const fdReserve = 512
+
+// maxConnections is HTTP_MAX_CONNECTIONS, or the open-file limit (which the
+// Go runtime raises to its hard limit at start) minus fdReserve.
+func maxConnections(configured int) int {
+	if configured > 0 {
+		return configured
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < 2*fdReserve {
+		return fdReserve
+	}
+	return int(min(lim.Cur-fdReserve, 1<<20))
 }
 
 // Addr is the bound HTTP address (after Listen).

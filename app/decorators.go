@@ -19,7 +19,8 @@ import (
 type instrumented struct {
 	next      echohttp.EnsureUser
 	log       *zap.Logger
-	outcomes  *prometheus.CounterVec
+	outcomes  map[string]prometheus.Counter // the known label values, resolved once
+	vec       *prometheus.CounterVec
 	coalesced prometheus.Counter
 }
 
@@ -42,23 +43,20 @@ var outcomeOf = []struct {
 
 // NewInstrumented wraps uc with metrics and logging.
 func NewInstrumented(uc *ensureuser.UseCase, log *zap.Logger, reg prometheus.Registerer) (echohttp.EnsureUser, error) {
-	d := &instrumented{
-		next: uc,
-		log:  log.Named("ensureuser"),
-		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ensure_user_outcomes_total",
-			Help: "Ensure-user requests by outcome: confirmed, initiated, or the error row they ended in.",
-		}, []string{"outcome"}),
-	}
+	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ensure_user_outcomes_total",
+		Help: "Ensure-user requests by outcome: confirmed, initiated, or the error row they ended in.",
+	}, []string{"outcome"})
+	d := &instrumented{next: uc, log: log.Named("ensureuser"), outcomes: map[string]prometheus.Counter{}, vec: outcomes}
 	for _, o := range []string{"confirmed", "initiated", "no_token", "invalid_token", "invalid_payload",
 		"verifier_unavailable", "busy", "not_sent", "engine_failed", "client_gone", "error"} {
-		d.outcomes.WithLabelValues(o) // export zeros, so rates work from the start
+		d.outcomes[o] = outcomes.WithLabelValues(o) // exports zeros, so rates work from the start
 	}
 	d.coalesced = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ensure_user_coalesced_total",
 		Help: "Requests that shared another request's in-flight command (ENGINE_COALESCE=true).",
 	})
-	for _, c := range []prometheus.Collector{d.outcomes, d.coalesced} {
+	for _, c := range []prometheus.Collector{outcomes, d.coalesced} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -87,7 +85,11 @@ func (d *instrumented) Execute(ctx context.Context, in ensureuser.Input) (ensure
 			}
 		}
 	}
-	d.outcomes.WithLabelValues(name).Inc()
+	c, ok := d.outcomes[name]
+	if !ok { // an outcome the list in NewInstrumented misses
+		c = d.vec.WithLabelValues(name)
+	}
+	c.Inc()
 	if res.Coalesced {
 		d.coalesced.Inc()
 	}

@@ -36,6 +36,7 @@ type HTTP struct {
 	ShutdownDelay   time.Duration // SHUTDOWN_DELAY: readiness is 503 this long before the listener closes
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT: bound of the drain of in-flight requests
 	MaxHeaderBytes  int           // HTTP_MAX_HEADER_BYTES: larger request headers get 431
+	MaxConnections  int           // HTTP_MAX_CONNECTIONS: open client connections at most; 0: from the open-file limit
 	CORSOrigins     []string      // CORS_ALLOWED_ORIGINS: empty turns CORS off
 }
 
@@ -187,6 +188,7 @@ var Vars = []Var{
 	{"SHUTDOWN_DELAY", "2s", "on SIGTERM, time between readiness turning 503 and the listener closing"},
 	{"SHUTDOWN_TIMEOUT", "15s", "bound of the drain of in-flight requests (keep it above ENGINE_REPLY_TIMEOUT)"},
 	{"HTTP_MAX_HEADER_BYTES", "16384", "request header size beyond which the answer is 431"},
+	{"HTTP_MAX_CONNECTIONS", "0", "client connections held open at most (0: the open-file limit minus a reserve for Redis and the IdP)"},
 	{"CORS_ALLOWED_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off)"},
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL as rueidis parses it (redis://, rediss://, ?addr= for cluster, ?master_set= for sentinel)"},
 	{"REDIS_TLS_CA_FILE", "", "PEM file of CA certificates trusted for rediss://"},
@@ -262,6 +264,7 @@ func Load(lookup Lookup) (Config, error) {
 			ShutdownDelay:   p.duration("SHUTDOWN_DELAY"),
 			ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT"),
 			MaxHeaderBytes:  p.integer("HTTP_MAX_HEADER_BYTES"),
+			MaxConnections:  p.integer("HTTP_MAX_CONNECTIONS"),
 			CORSOrigins:     p.list("CORS_ALLOWED_ORIGINS"),
 		},
 		Redis: Redis{
@@ -325,6 +328,9 @@ func (c Config) Validate() []error {
 	}
 	if c.HTTP.MaxHeaderBytes < 1024 || c.HTTP.MaxHeaderBytes > 1<<20 {
 		bad("HTTP_MAX_HEADER_BYTES", "must be between 1024 and 1048576")
+	}
+	if c.HTTP.MaxConnections < 0 {
+		bad("HTTP_MAX_CONNECTIONS", "must not be negative")
 	}
 	for _, o := range c.HTTP.CORSOrigins {
 		if u, err := url.Parse(o); o != "*" && (err != nil || u.Scheme == "" || u.Host == "") {
