@@ -76,7 +76,7 @@ func NewWithOptions(cfg config.Engine, log *zap.Logger, reg prometheus.Registere
 func newBus(cfg config.Engine, log *zap.Logger, reg prometheus.Registerer, opts Options) (*Bus, func(), error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Bus{
-		replyTo: cfg.ReplyStream,
+		replyTo: cfg.ReplyStreamName(),
 		log:     log.Named("membus"),
 		engine:  opts.Engine,
 		delay:   opts.ReplyDelay,

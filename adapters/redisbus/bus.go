@@ -2,6 +2,24 @@
 // createUser command with XADD on the request stream, and one reply reader
 // per process follows the reply stream with XREAD and hands every reply to
 // the request waiting for it (package correlate), and to no other.
+//
+// Beside the hot path (one XADD per request, one XREAD per batch of
+// replies) a maintenance goroutine keeps this instance's own reply stream
+// alive when ENGINE_REPLY_STREAM holds {instance} (replystream.go) and
+// samples the request stream's backlog (backlog.go); ENGINE_DURABLE_SEND
+// adds a WAIT or WAITAOF to each XADD (durable.go).
+//
+// # Keys and Redis Cluster
+//
+// Every command the bus sends names exactly one key: XADD the request
+// stream, XREAD the reply stream, the reply stream's upkeep, and XLEN/XINFO
+// of the request stream. The reference Engine is the same: SADD on the users
+// set, XADD on one reply stream, XACK on the request stream, each alone. So
+// the streams need no hash tags, and on a cluster they spread over the shards
+// by their names; per-instance reply streams spread too, as {instance} is
+// replaced braces and all. A hash tag becomes necessary only for a command
+// that names two keys (MULTI/EXEC or a script across streams): then give
+// those keys one tag, such as {engine}:requests and {engine}:replies.
 package redisbus
 
 import (
@@ -39,6 +57,31 @@ const (
 	// XaddTimeout bounds one XADD (capped by the reply timeout), so no request
 	// hangs on a half-open connection: when it fires the outcome is unknown.
 	XaddTimeout = 2 * time.Second
+	// DurableWaitMax caps the WAIT/WAITAOF of ENGINE_DURABLE_SEND, which is
+	// also at most a quarter of the reply timeout, so that proving a command
+	// durable leaves most of the wait to the Engine.
+	DurableWaitMax = time.Second
+	// ReplyStreamTTL is the expiry kept on a per-instance reply stream: an
+	// instance that dies without its clean stop leaves its stream for at most
+	// this long.
+	ReplyStreamTTL = time.Minute
+	// ReplyStreamHeartbeat is how often a per-instance reply stream's TTL is
+	// refreshed (and the stream recreated if it vanished); a quarter of the
+	// TTL, so three heartbeats may fail before the stream expires.
+	ReplyStreamHeartbeat = ReplyStreamTTL / 4
+	// ReplyStreamKeep is how much of its own reply stream an instance keeps
+	// behind the last reply it read, for whoever inspects it; older entries
+	// are trimmed (XTRIM MINID ~) every BacklogInterval.
+	ReplyStreamKeep = 10 * time.Second
+	// BacklogInterval is how often the request stream's backlog is sampled.
+	BacklogInterval = 5 * time.Second
+	// BacklogWarnEvery is the least time between two warnings that the
+	// backlog nears the request stream's MAXLEN.
+	BacklogWarnEvery = time.Minute
+	// BacklogNearRatio is the fraction of ENGINE_REQUEST_MAXLEN beyond which
+	// the unprocessed backlog is near retention: past MAXLEN, XADD trims the
+	// oldest commands whether the Engine read them or not.
+	BacklogNearRatio = 0.8
 )
 
 const (
@@ -56,34 +99,63 @@ type settings struct {
 	backoffMin  time.Duration // wait before the second retry; the first is immediate
 	backoffMax  time.Duration
 	remember    int // abandoned and answered ids remembered, see correlate.NewTable
+
+	durableWait   time.Duration // server-side timeout of WAIT / WAITAOF
+	streamTTL     time.Duration // expiry of a per-instance reply stream
+	heartbeat     time.Duration // refresh of that expiry
+	keep          time.Duration // reply stream history kept behind the last read
+	backlogEvery  time.Duration // backlog sampling interval
+	backlogWarn   time.Duration // least time between backlog warnings
+	maxGroupLabel int           // consumer groups exported as backlog series
 }
 
 func defaultSettings(cfg config.Engine) settings {
 	s := settings{
 		block: ReadBlock, readMargin: readMargin, xaddTimeout: XaddTimeout, readCount: ReadCount,
 		backoffMin: backoffMin, backoffMax: backoffMax, remember: correlate.DefaultRemember,
+		durableWait: DurableWaitMax, streamTTL: ReplyStreamTTL, heartbeat: ReplyStreamHeartbeat,
+		keep: ReplyStreamKeep, backlogEvery: BacklogInterval, backlogWarn: BacklogWarnEvery,
+		maxGroupLabel: maxGroupLabels,
 	}
 	if cfg.ReplyTimeout > 0 && cfg.ReplyTimeout < s.xaddTimeout {
 		s.xaddTimeout = cfg.ReplyTimeout
 	}
+	if cfg.ReplyTimeout > 0 {
+		s.durableWait = min(s.durableWait, max(cfg.ReplyTimeout/4, time.Millisecond))
+	}
+	// An Engine stall can make every waiting request time out at once; their
+	// replies, when the Engine resumes, must count as late, not as other
+	// instances' (unknown), so the table remembers that many abandoned ids
+	// (about 100 bytes each).
+	s.remember = max(s.remember, cfg.MaxWaiting)
 	return s
 }
 
 // Bus is the Engine bus over Redis Streams. It is safe for concurrent use.
 type Bus struct {
-	cfg     config.Engine
-	set     settings
-	log     *zap.Logger
-	client  rueidis.Client
-	table   *correlate.Table
-	metrics *correlate.Metrics
-	errs    map[string]prometheus.Counter // redis_errors_total by op
+	cfg         config.Engine
+	set         settings
+	log         *zap.Logger
+	client      rueidis.Client
+	table       *correlate.Table
+	metrics     *correlate.Metrics
+	errs        map[string]prometheus.Counter // redis_errors_total by op
+	durable     map[string]prometheus.Counter // engine_durable_sends_total by result
+	backlog     *backlogMetrics
+	replyStream string // cfg.ReplyStreamName(): the stream this instance reads
+	perInstance bool   // replyStream is this instance's own: created, kept alive, deleted
 
 	started   atomic.Bool   // the reader has its start id: Send may publish
 	connected atomic.Bool   // the reader's last command succeeded
 	stopped   atomic.Bool   // cleanup ran: Send refuses
 	ready     chan struct{} // closed once started
 	done      chan struct{} // closed when the reader has exited
+
+	fatal     atomic.Pointer[error] // a start-up refusal retrying cannot fix (WAITAOF unsupported)
+	streamErr atomic.Pointer[error] // the per-instance stream is missing and could not be recreated
+	lastRead  atomic.Int64          // millisecond part of the last reply id read, for trimming
+	poke      chan struct{}         // asks the maintenance loop to check the reply stream now
+	upkeep    chan struct{}         // closed when the maintenance goroutine has exited
 }
 
 var _ ports.EngineBus = (*Bus)(nil)
@@ -94,16 +166,32 @@ const (
 	opXread     = "xread"
 	opXrevrange = "xrevrange"
 	opPing      = "ping"
+	opWait      = "wait"    // WAIT or WAITAOF after the XADD (ENGINE_DURABLE_SEND)
+	opExec      = "exec"    // the per-instance reply stream's create-and-expire transaction
+	opDel       = "del"     // the per-instance reply stream's deletion at stop
+	opXlen      = "xlen"    // backlog sampling
+	opXinfo     = "xinfo"   // backlog sampling
+	opCommand   = "command" // start-up probes (COMMAND INFO, INFO)
+	opXtrim     = "xtrim"   // the per-instance reply stream's trim
 )
 
 // New returns a bus publishing on cfg.RequestStream and reading replies from
-// cfg.ReplyStream through client, and starts its reply reader. The reader
-// first looks up the reply stream's last entry id, and reads only what comes
-// after it; New waits for that first attempt only, so it does not fail or
-// hang while Redis is down: the reader retries in the background, and Send
-// refuses until it succeeded. Metrics are registered on reg (nil: none):
-// those of correlate.NewMetrics, and ensure_user_redis_errors_total{op}.
-// The cleanup stops the reader and waits for it; it does not close client.
+// cfg.ReplyStreamName() through client, and starts its reply reader and its
+// maintenance goroutine. The reader first looks up the reply stream's last
+// entry id (creating the stream first when it is per-instance, and checking
+// that the server has WAITAOF when ENGINE_DURABLE_SEND=aof), and reads only
+// what comes after it; New waits for that first attempt only, so it does
+// not fail or hang while Redis is down: the reader retries in the
+// background, and Send refuses until it succeeded. New fails when the first
+// attempt reached Redis and found it cannot serve the configuration (WAITAOF
+// missing, or appendonly off, with ENGINE_DURABLE_SEND=aof).
+//
+// Metrics are registered on reg (nil: none): those of correlate.NewMetrics,
+// ensure_user_redis_errors_total{op}, ensure_user_engine_durable_sends_total
+// {result}, ensure_user_engine_request_backlog{kind,group} and
+// ensure_user_engine_backlog_near_retention. The cleanup stops the reader and
+// the maintenance goroutine, deletes a per-instance reply stream, and waits
+// for all of it; it does not close client.
 func New(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer) (*Bus, func(), error) {
 	return newBus(cfg, log, client, reg, defaultSettings(cfg))
 }
@@ -112,19 +200,30 @@ func newBus(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prome
 	switch {
 	case cfg.RequestStream == "" || cfg.ReplyStream == "":
 		return nil, nil, errors.New("redisbus: request and reply streams must be named")
-	case cfg.RequestStream == cfg.ReplyStream:
+	case cfg.RequestStream == cfg.ReplyStreamName():
 		return nil, nil, errors.New("redisbus: request and reply streams must differ")
 	case cfg.RequestMaxLen <= 0:
 		return nil, nil, errors.New("redisbus: request stream MAXLEN must be positive")
+	case cfg.PerInstanceReplies() && cfg.InstanceID == "":
+		return nil, nil, errors.New("redisbus: ENGINE_REPLY_STREAM holds " + config.InstancePlaceholder + " but the instance id is empty")
+	}
+	switch cfg.DurableSend {
+	case "", config.DurableOff, config.DurableAOF, config.DurableReplica:
+	default:
+		return nil, nil, fmt.Errorf("redisbus: unknown durable send mode %q", cfg.DurableSend)
 	}
 	b := &Bus{
-		cfg:    cfg,
-		set:    set,
-		log:    log.Named("redisbus"),
-		client: client,
-		table:  correlate.NewTable(set.remember),
-		ready:  make(chan struct{}),
-		done:   make(chan struct{}),
+		cfg:         cfg,
+		set:         set,
+		log:         log.Named("redisbus"),
+		client:      client,
+		table:       correlate.NewTable(set.remember),
+		replyStream: cfg.ReplyStreamName(),
+		perInstance: cfg.PerInstanceReplies(),
+		ready:       make(chan struct{}),
+		done:        make(chan struct{}),
+		poke:        make(chan struct{}, 1),
+		upkeep:      make(chan struct{}),
 	}
 	var err error
 	if b.metrics, err = correlate.NewMetrics(reg, b.Waiting, b.connected.Load); err != nil {
@@ -133,18 +232,32 @@ func newBus(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prome
 	if b.errs, err = newErrorCounters(reg); err != nil {
 		return nil, nil, err
 	}
+	if b.durable, err = newDurableCounters(reg); err != nil {
+		return nil, nil, err
+	}
+	if b.backlog, err = newBacklogMetrics(reg); err != nil {
+		return nil, nil, err
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	tried := make(chan struct{})
 	go b.run(ctx, sync.OnceFunc(func() { close(tried) }))
 	<-tried
+	if errp := b.fatal.Load(); errp != nil {
+		cancel()
+		<-b.done
+		return nil, nil, *errp
+	}
+	go b.maintain(ctx)
 	var once sync.Once
 	return b, func() {
 		once.Do(func() {
 			b.stopped.Store(true)
 			cancel()
 			<-b.done
+			<-b.upkeep
 			b.connected.Store(false)
+			b.deleteReplyStream()
 		})
 	}, nil
 }
@@ -160,7 +273,7 @@ func newErrorCounters(reg prometheus.Registerer) (map[string]prometheus.Counter,
 		}
 	}
 	errs := map[string]prometheus.Counter{}
-	for _, op := range []string{opXadd, opXread, opXrevrange, opPing} {
+	for _, op := range []string{opXadd, opXread, opXrevrange, opPing, opWait, opExec, opDel, opXlen, opXinfo, opCommand, opXtrim} {
 		errs[op] = vec.WithLabelValues(op)
 	}
 	return errs, nil
@@ -168,19 +281,26 @@ func newErrorCounters(reg prometheus.Registerer) (map[string]prometheus.Counter,
 
 // Send registers interest in cmd.RequestID, then publishes cmd with one
 // XADD MAXLEN ~ on the request stream, bounded by its own timeout (XaddTimeout
-// or the reply timeout, whichever is shorter). It returns the channel that
-// receives the reply. Errors:
+// or the reply timeout, whichever is shorter), asking for the reply on this
+// instance's reply stream. With ENGINE_DURABLE_SEND the XADD is followed, on
+// the same connection, by WAIT 1 or WAITAOF 1 0 (see durable.go). It returns
+// the channel that receives the reply. Errors:
 //   - ctx's error when ctx ended before the XADD was handed to rueidis;
 //   - domain.ErrBusUnavailable when the command was provably not sent: the
 //     reader has no start id yet, the bus is stopped, the connection could
 //     not be established, the client is closing, or Redis answered the XADD
-//     with an error (it refused the command, for example OOM or WRONGTYPE);
+//     with an error (it refused the command, for example OOM, WRONGTYPE,
+//     READONLY on a demoted master, or in a cluster CLUSTERDOWN, TRYAGAIN or
+//     a MOVED rueidis did not follow);
 //   - domain.ErrEngineFailed when the outcome is unknown: the connection
 //     broke or the timeout (or ctx) fired after the XADD may have been
-//     written.
+//     written; or, with ENGINE_DURABLE_SEND, when the command is in the
+//     stream but not proven durable (the WAIT timed out or failed).
 //
-// Both sentinels are wrapped with the Redis error as text only, so that
-// errors.Is sees the domain meaning and nothing else.
+// After ErrEngineFailed the command may reach the Engine, so its reply, if
+// any, counts as late, not unknown. Both sentinels are wrapped with the Redis
+// error as text only, so that errors.Is sees the domain meaning and nothing
+// else.
 func (b *Bus) Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("send: %w", err)
@@ -199,24 +319,34 @@ func (b *Bus) Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply
 		return nil, fmt.Errorf("send: %w: %v", domain.ErrBusUnavailable, err)
 	}
 
-	payload := protocol.EncodeCommand(cmd, b.cfg.ReplyStream)
+	payload := protocol.EncodeCommand(cmd, b.replyStream)
 	xadd := b.client.B().Xadd().Key(b.cfg.RequestStream).
 		Maxlen().Almost().Threshold(strconv.FormatInt(b.cfg.RequestMaxLen, 10)).
 		Id("*").FieldValue().FieldValue(protocol.Field, rueidis.BinaryString(payload)).Build()
-	xctx, cancel := context.WithTimeout(ctx, b.set.xaddTimeout)
-	err = b.client.Do(xctx, xadd).Error()
-	cancel()
+	var durErr error
+	if b.durableMode() {
+		err, durErr = b.durableXadd(ctx, xadd)
+	} else {
+		xctx, cancel := context.WithTimeout(ctx, b.set.xaddTimeout)
+		err = b.client.Do(xctx, xadd).Error()
+		cancel()
+	}
 	if err != nil {
-		b.table.Forget(cmd.RequestID)
 		b.errs[opXadd].Inc()
 		if notSent(err) {
+			b.table.Forget(cmd.RequestID)
 			b.metrics.NotSent()
 			return nil, fmt.Errorf("xadd: %w: %v", domain.ErrBusUnavailable, err)
 		}
+		b.table.Abandon(cmd.RequestID) // it may have been sent: a reply would be late, not unknown
 		b.metrics.SendUnknown()
 		return nil, fmt.Errorf("xadd: %w: %v", domain.ErrEngineFailed, err)
 	}
 	b.metrics.Sent()
+	if durErr != nil {
+		b.table.Abandon(cmd.RequestID)
+		return nil, fmt.Errorf("xadd: in the stream but not proven durable: %w: %v", domain.ErrEngineFailed, durErr)
+	}
 	return replies, nil
 }
 
@@ -263,11 +393,16 @@ func (b *Bus) Abandon(requestID string) bool {
 func (b *Bus) Waiting() int { return b.table.Len() }
 
 // Ready returns nil when Redis answers PING and the reply reader has its start
-// id and is connected; otherwise an error wrapping domain.ErrBusUnavailable
-// that says why. ctx bounds the PING, as does the XADD timeout.
+// id and is connected, and, for a per-instance reply stream, the stream
+// exists or was recreated; otherwise an error wrapping
+// domain.ErrBusUnavailable that says why. ctx bounds the PING, as does the
+// XADD timeout.
 func (b *Bus) Ready(ctx context.Context) error {
 	if b.stopped.Load() {
 		return fmt.Errorf("bus stopped: %w", domain.ErrBusUnavailable)
+	}
+	if errp := b.fatal.Load(); errp != nil {
+		return fmt.Errorf("%w: %v", domain.ErrBusUnavailable, *errp)
 	}
 	pctx, cancel := context.WithTimeout(ctx, b.set.xaddTimeout)
 	defer cancel()
@@ -275,10 +410,14 @@ func (b *Bus) Ready(ctx context.Context) error {
 		b.errs[opPing].Inc()
 		return fmt.Errorf("ping redis: %w: %v", domain.ErrBusUnavailable, err)
 	}
-	switch {
-	case !b.started.Load():
+	if !b.started.Load() {
 		return fmt.Errorf("reply reader has no start id yet: %w", domain.ErrBusUnavailable)
-	case !b.connected.Load():
+	}
+	if errp := b.streamErr.Load(); errp != nil { // first: the reader fails for the same cause
+		return fmt.Errorf("reply stream %s is missing and could not be recreated: %w: %v",
+			b.replyStream, domain.ErrBusUnavailable, *errp)
+	}
+	if !b.connected.Load() {
 		return fmt.Errorf("reply reader is reconnecting: %w", domain.ErrBusUnavailable)
 	}
 	return nil
@@ -310,20 +449,33 @@ func (b *Bus) run(ctx context.Context, firstTry func()) {
 }
 
 // resolveStart finds the id after which the reader starts: the reply
-// stream's last entry, or 0-0 when it has none. It retries until it succeeds
-// or ctx ends, and calls firstTry once, after the first attempt.
+// stream's last entry, or 0-0 when it has none. Before, it checks what the
+// configuration needs of the server (WAITAOF), and creates a per-instance
+// reply stream. It retries until it succeeds or ctx ends, and calls firstTry
+// once, after the first attempt. A refusal retrying cannot fix ends it: the
+// error is kept in b.fatal, for New (first attempt) or Ready (later ones).
 func (b *Bus) resolveStart(ctx context.Context, firstTry func()) (string, bool) {
 	defer firstTry()
 	for retry := 0; ; retry++ {
-		id, err := b.lastID(ctx, b.set.xaddTimeout)
+		id, err := b.prepare(ctx)
 		if err == nil {
 			b.started.Store(true)
 			b.connected.Store(true)
 			close(b.ready)
-			b.log.Info("reply reader started", zap.String("stream", b.cfg.ReplyStream), zap.String("after", id))
+			b.log.Info("reply reader started", zap.String("stream", b.replyStream), zap.String("after", id),
+				zap.Bool("per_instance", b.perInstance), zap.String("durable_send", b.durableName()))
 			return id, true
 		}
 		if ctx.Err() != nil {
+			return "", false
+		}
+		var perm permanentError
+		if errors.As(err, &perm) {
+			b.fatal.Store(&perm.err)
+			if retry > 0 { // the first attempt's refusal is New's error
+				b.log.Error("the Engine bus cannot start: Send refuses and readiness fails until the configuration or the server changes",
+					zap.Error(perm.err))
+			}
 			return "", false
 		}
 		if retry == 0 {
@@ -337,12 +489,31 @@ func (b *Bus) resolveStart(ctx context.Context, firstTry func()) (string, bool) 
 	}
 }
 
+// prepare is one attempt of resolveStart.
+func (b *Bus) prepare(ctx context.Context) (string, error) {
+	if err := b.checkDurable(ctx); err != nil {
+		return "", err
+	}
+	if b.perInstance {
+		if _, err := b.ensureReplyStream(ctx); err != nil {
+			return "", err
+		}
+	}
+	return b.lastID(ctx, b.set.xaddTimeout)
+}
+
+// permanentError is a start-up refusal that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
 // lastID returns the id of the reply stream's newest entry, or 0-0 when it
 // has none, waiting at most timeout.
 func (b *Bus) lastID(ctx context.Context, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	entries, err := b.client.Do(ctx, b.client.B().Xrevrange().Key(b.cfg.ReplyStream).
+	entries, err := b.client.Do(ctx, b.client.B().Xrevrange().Key(b.replyStream).
 		End("+").Start("-").Count(1).Build()).AsXRange()
 	if err != nil {
 		b.errs[opXrevrange].Inc()
@@ -363,7 +534,7 @@ func (b *Bus) read(ctx context.Context, last string) (string, error) {
 	// (mux.go: cmd.IsBlock() -> m.blocking(m.dpool, ...)), never on the
 	// shared pipeline, so a waiting read delays no XADD.
 	streams, err := b.client.Do(rctx, b.client.B().Xread().Count(b.set.readCount).
-		Block(b.set.block.Milliseconds()).Streams().Key(b.cfg.ReplyStream).Id(last).Build()).AsXReadSlices()
+		Block(b.set.block.Milliseconds()).Streams().Key(b.replyStream).Id(last).Build()).AsXReadSlices()
 	if rueidis.IsRedisNil(err) {
 		return b.afterIdle(ctx, last) // BLOCK elapsed with nothing new
 	}
@@ -373,9 +544,12 @@ func (b *Bus) read(ctx context.Context, last string) (string, error) {
 		}
 		return last, fmt.Errorf("xread: %w", err)
 	}
-	for _, e := range streams[b.cfg.ReplyStream] {
+	for _, e := range streams[b.replyStream] {
 		last = e.ID
 		b.dispatch(e)
+	}
+	if ms, _ := splitID(last); ms > 0 {
+		b.lastRead.Store(int64(ms))
 	}
 	return last, nil
 }
@@ -397,6 +571,7 @@ func (b *Bus) afterIdle(ctx context.Context, last string) (string, error) {
 	}
 	if last != "0-0" {
 		b.log.Info("reply stream deleted or rewound: reading it from the start", zap.String("was_after", last))
+		b.checkReplyStreamSoon()
 	}
 	return "0-0", nil
 }

@@ -562,6 +562,8 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{RequestStream: "", ReplyStream: "r", RequestMaxLen: 1},
 		{RequestStream: "s", ReplyStream: "s", RequestMaxLen: 1},
 		{RequestStream: "s", ReplyStream: "r", RequestMaxLen: 0},
+		{RequestStream: "s", ReplyStream: "r", RequestMaxLen: 1, DurableSend: "fsync"},
+		{RequestStream: "s:x", ReplyStream: "s:{instance}", InstanceID: "x", RequestMaxLen: 1},
 	} {
 		if _, _, err := New(cfg, zap.NewNop(), nil, nil); err == nil {
 			t.Errorf("New(%+v) succeeded", cfg)

@@ -33,6 +33,27 @@ const (
 	ConnWriteTimeout = 2 * time.Second
 )
 
+// SentinelRefresh is how often a sentinel client asks the sentinels where
+// the master is, besides following their +switch-master events: rueidis'
+// sentinel client otherwise relies on that event alone, and a missed one
+// would leave it writing to a demoted master (READONLY) until a restart.
+const SentinelRefresh = 5 * time.Second
+
+// MaxMovedRedirections bounds the MOVED/ASK redirections rueidis' cluster
+// client follows for one command (unbounded by default). During a failover
+// nodes may disagree for a moment on who owns a slot; past this bound the
+// MOVED error is returned, and as a Redis error it means not sent (503)
+// rather than a deadline with an unknown outcome.
+const MaxMovedRedirections = 3
+
+// ConnBuffer is the size of each connection's read and write buffers,
+// instead of rueidis' 0.5 MiB each. Commands and replies are a few hundred
+// bytes, and a pipeline flushes whatever is queued: 64 KiB holds a couple of
+// hundred XADDs or an XREAD of 512 replies in two reads. The default would
+// cost 1 MiB per connection, and ENGINE_DURABLE_SEND keeps one pooled
+// connection per send in flight (up to 1,024).
+const ConnBuffer = 64 << 10
+
 // ClientName is the CLIENT SETNAME of the service's connections, unless
 // REDIS_URL sets client_name, so operators can find them in CLIENT LIST.
 const ClientName = "ensure-user"
@@ -55,6 +76,13 @@ const ClientName = "ensure-user"
 // clusters should list their nodes with ?addr=. Cluster and sentinel URLs, and
 // errors a retry cannot fix (authentication, certificate verification, a
 // malformed URL), still fail Dial.
+//
+// Sentinel (?master_set=): the addresses are the sentinels'. Their
+// connections get the same dial timeout, TLS settings (rediss:// means TLS to
+// the sentinels too) and client name as the master's, but no credentials:
+// the URL's user and password are the master's, and sentinels are expected
+// to run without AUTH. The client also re-reads the topology every
+// SentinelRefresh. Cluster: redirections are bounded by MaxMovedRedirections.
 func Dial(cfg config.Redis, log *zap.Logger) (rueidis.Client, func(), error) {
 	opt, err := clientOptions(cfg)
 	if err != nil {
@@ -103,10 +131,22 @@ func clientOptions(cfg config.Redis) (rueidis.ClientOption, error) {
 	if opt.ClientName == "" {
 		opt.ClientName = ClientName
 	}
+	opt.ReadBufferEachConn, opt.WriteBufferEachConn = ConnBuffer, ConnBuffer
 	if opt.TLSConfig, err = withTLSFiles(opt.TLSConfig, cfg); err != nil {
 		return rueidis.ClientOption{}, err
 	}
-	opt.DialCtxFn = markDialErrors(opt.DialCtxFn)
+	opt.DialCtxFn = markDialErrors(opt.DialCtxFn) // the sentinel connections use it too
+	if opt.Sentinel.MasterSet != "" {
+		opt.Sentinel.Dialer = opt.Dialer
+		opt.Sentinel.TLSConfig = opt.TLSConfig
+		opt.Sentinel.ClientName = opt.ClientName
+		if opt.Sentinel.TopologyRefreshInterval == 0 {
+			opt.Sentinel.TopologyRefreshInterval = SentinelRefresh
+		}
+	}
+	if opt.ClusterOption.MaxMovedRedirections == 0 {
+		opt.ClusterOption.MaxMovedRedirections = MaxMovedRedirections
+	}
 	return opt, nil
 }
 

@@ -45,6 +45,9 @@ func TestClientOptions(t *testing.T) {
 				if !o.DisableCache || !o.DisableRetry || !o.AlwaysPipelining || o.ClientName != ClientName || o.DialCtxFn == nil {
 					t.Errorf("options %+v", o)
 				}
+				if o.ReadBufferEachConn != ConnBuffer || o.WriteBufferEachConn != ConnBuffer {
+					t.Errorf("buffers %d/%d, want %d", o.ReadBufferEachConn, o.WriteBufferEachConn, ConnBuffer)
+				}
 				if o.SelectDB != 2 || o.InitAddress[0] != "127.0.0.1:6390" || o.TLSConfig != nil {
 					t.Errorf("db %d, addresses %v, tls %v", o.SelectDB, o.InitAddress, o.TLSConfig)
 				}
@@ -72,17 +75,24 @@ func TestClientOptions(t *testing.T) {
 			name: "cluster",
 			url:  "redis://a:1?addr=b:2&addr=c:3",
 			check: func(t *testing.T, o rueidis.ClientOption) {
-				if len(o.InitAddress) != 3 {
-					t.Errorf("addresses %v", o.InitAddress)
+				if len(o.InitAddress) != 3 || o.ClusterOption.MaxMovedRedirections != MaxMovedRedirections {
+					t.Errorf("addresses %v, redirections %d", o.InitAddress, o.ClusterOption.MaxMovedRedirections)
 				}
 			},
 		},
 		{
 			name: "sentinel",
-			url:  "redis://s1:26379?master_set=main",
+			url:  "rediss://user:pw@s1:26379?master_set=main&addr=s2:26379",
 			check: func(t *testing.T, o rueidis.ClientOption) {
-				if o.Sentinel.MasterSet != "main" {
-					t.Errorf("master set %q", o.Sentinel.MasterSet)
+				s := o.Sentinel
+				if s.MasterSet != "main" || len(o.InitAddress) != 2 {
+					t.Errorf("master set %q, sentinels %v", s.MasterSet, o.InitAddress)
+				}
+				if s.Dialer.Timeout != DialTimeout || s.TLSConfig == nil || s.ClientName != ClientName || s.TopologyRefreshInterval != SentinelRefresh {
+					t.Errorf("sentinel options %+v", s)
+				}
+				if s.Username != "" || s.Password != "" {
+					t.Errorf("the master's credentials went to the sentinels")
 				}
 			},
 		},

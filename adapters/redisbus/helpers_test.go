@@ -90,20 +90,26 @@ func newIdleFixture(t testing.TB, r *testenv.Redis, opts ...fixtureOption) *fixt
 // newClientFixture is newIdleFixture on a given client.
 func newClientFixture(t testing.TB, r *testenv.Redis, client rueidis.Client, opts ...fixtureOption) *fixture {
 	t.Helper()
+	return newLoggedFixture(t, r, client, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), opts...)
+}
+
+// newLoggedFixture is newClientFixture with the bus logging to log.
+func newLoggedFixture(t testing.TB, r *testenv.Redis, client rueidis.Client, log *zap.Logger, opts ...fixtureOption) *fixture {
+	t.Helper()
 	cfg := engineConfig(t)
 	set := testSettings(cfg)
 	for _, o := range opts {
 		o(&cfg, &set)
 	}
 	reg := prometheus.NewRegistry()
-	bus, stop, err := newBus(cfg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), client, reg, set)
+	bus, stop, err := newBus(cfg, log, client, reg, set)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(stop) // runs before the client's Close, registered earlier
 	return &fixture{
 		redis: r, bus: bus, stop: stop, reg: reg, cfg: cfg,
-		engine: &redisEngine{redis: r, requests: cfg.RequestStream, replies: cfg.ReplyStream, last: "0-0"},
+		engine: &redisEngine{redis: r, requests: cfg.RequestStream, replies: cfg.ReplyStreamName(), last: "0-0"},
 	}
 }
 
@@ -126,6 +132,16 @@ func (f *fixture) metric(t *testing.T, name string, labels ...string) float64 {
 // the given name/value pairs.
 func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
+	v, ok := lookupMetric(t, reg, name, labels...)
+	if !ok {
+		t.Fatalf("no metric %s%v", name, labels)
+	}
+	return v
+}
+
+// lookupMetric is metric for a series that may not exist yet.
+func lookupMetric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) (float64, bool) {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -146,13 +162,12 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...strin
 				}
 			}
 			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
+				return c.GetValue(), true
 			}
-			return m.GetGauge().GetValue()
+			return m.GetGauge().GetValue(), true
 		}
 	}
-	t.Fatalf("no metric %s%v", name, labels)
-	return 0
+	return 0, false
 }
 
 func (f *fixture) replies(t *testing.T, result string) float64 {

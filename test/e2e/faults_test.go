@@ -82,6 +82,13 @@ func TestBusyBeyondMaxWaiting(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The Engine sees a command as soon as it is in the stream, a moment
+	// before the service counts its XADD as done: wait for the count.
+	for s.metric("ensure_user_engine_commands_sent_total") < 3 {
+		if ctx.Err() != nil {
+			t.Fatal("the three sends were never counted")
+		}
+	}
 	sentBefore := s.metric("ensure_user_engine_commands_sent_total")
 	status, header, body := s.ensure("ok-busy")
 	expect(t, "busy", status, header, body, 503, bodyBusy)
