@@ -187,21 +187,3 @@ func (r *rig) cacheResults(result string) float64 {
 
 // gauge reads ensure_user_jwks_keys.
 func (r *rig) gauge() float64 { return testutil.ToFloat64(r.v.m.keys) }
-
-// awaitFetches blocks until n fetches have completed in all, or ctx ends:
-// tests step the refresher with it instead of sleeping.
-func (r *refresher) awaitFetches(ctx context.Context, n int) error {
-	for {
-		r.mu.Lock()
-		got, done := r.fetches, r.done
-		r.mu.Unlock()
-		if got >= n {
-			return nil
-		}
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}

@@ -130,26 +130,51 @@ func (r *refresher) load(ctx context.Context) error {
 
 // kidRefresh asks for a fetch because a token names a kid the current set
 // lacks, and waits for it, bounded by ctx. It returns at once when rate-limited.
+//
+// A fetch already running may have started before the identity provider
+// published the kid, so sharing it is not enough: when the rate limit allows,
+// the request also queues the fetch after it, and waits for that one.
 func (r *refresher) kidRefresh(ctx context.Context) {
 	now := r.clock.Now()
 	r.mu.Lock()
+	allowed := r.lastKid.IsZero() || now.Sub(r.lastKid) >= r.minRefresh
+	target := r.fetches + 1 // the fetch that is due or running, or the one kicked now
 	switch {
-	case r.busy || r.kicked: // share the fetch that is due or running
-	case r.lastKid.IsZero() || now.Sub(r.lastKid) >= r.minRefresh:
+	case r.kicked: // a kid fetch is due: it starts after this request arrived
+	case r.busy && !allowed: // share the running fetch
+	case allowed:
+		if r.busy {
+			target++ // the running fetch, then the one queued here
+		}
 		r.lastKid = now
 		r.kicked = true
-		r.kick <- struct{}{} // never blocks: kick is empty while !kicked && !busy
+		r.kick <- struct{}{} // never blocks: kick is empty while !kicked
 		r.m.unknownKid.Inc()
 	default:
 		r.mu.Unlock()
 		return
 	}
-	done := r.done
 	r.mu.Unlock()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	case <-r.quit:
+	_ = r.awaitFetches(ctx, target)
+}
+
+// awaitFetches blocks until n fetches have completed in all, ctx ends, or
+// the refresher stops.
+func (r *refresher) awaitFetches(ctx context.Context, n int) error {
+	for {
+		r.mu.Lock()
+		got, done := r.fetches, r.done
+		r.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.quit:
+			return errors.New("jwks refresher stopped")
+		}
 	}
 }
 

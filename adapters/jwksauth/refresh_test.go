@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -449,5 +450,49 @@ func TestFileKeySetRefresh(t *testing.T) {
 	}
 	if _, err := r.v.Verify(context.Background(), k.es.MintToken(t, r.claims())); !errors.Is(err, errUnknownKid) {
 		t.Fatalf("removed key: %v", err)
+	}
+}
+
+// TestKidPublishedDuringARunningFetch: a scheduled fetch that started before
+// the identity provider published a new key cannot know it; a token with the
+// new kid arriving meanwhile queues one more fetch and is accepted, instead
+// of sharing the stale fetch and getting 401.
+func TestKidPublishedDuringARunningFetch(t *testing.T) {
+	t.Parallel()
+	k := testKeys(t)
+	srv := testenv.NewJWKSServer(t, k.es)
+	r := loadedRig(t, authConfig(srv.URL))
+	release := srv.Hold()
+	// The scheduled refresh starts, and the IdP answers it with the old set.
+	if err := r.clock.BlockUntilContext(ctxFor(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Advance(10 * time.Minute)
+	if err := srv.AwaitRequests(ctxFor(t), 2); err != nil {
+		t.Fatal(err)
+	}
+	// Now the IdP publishes the new key, and a token signed with it arrives.
+	srv.SetKeys(t, k.es, k.es2)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.v.Verify(context.Background(), k.es2.MintToken(t, r.claims()))
+		done <- err
+	}()
+	// Wait until the request has queued its follow-up fetch, then let the
+	// stale fetch finish.
+	for testutilValue(r.v.m.unknownKid) < 1 {
+		select {
+		case <-ctxFor(t).Done():
+			t.Fatal("the request never asked for a refresh")
+		default:
+			runtime.Gosched()
+		}
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("Verify = %v, want the new kid accepted", err)
+	}
+	if got := srv.Requests(); got != 3 {
+		t.Errorf("key set requests = %d, want 3 (start, the stale scheduled one, the queued one)", got)
 	}
 }
