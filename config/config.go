@@ -256,55 +256,55 @@ func WithFlags(fs *flag.FlagSet, args []string, env Lookup) (Lookup, []string, e
 // validates the result. The error lists every problem, each naming its
 // variable.
 func Load(lookup Lookup) (Config, error) {
-	p := parser{lookup: lookup}
+	p := NewParser(lookup, Vars)
 	c := Config{
 		HTTP: HTTP{
-			Addr:            p.str("HTTP_ADDR"),
-			MetricsAddr:     p.str("METRICS_ADDR"),
-			ShutdownDelay:   p.duration("SHUTDOWN_DELAY"),
-			ShutdownTimeout: p.duration("SHUTDOWN_TIMEOUT"),
-			MaxHeaderBytes:  p.integer("HTTP_MAX_HEADER_BYTES"),
-			MaxConnections:  p.integer("HTTP_MAX_CONNECTIONS"),
-			CORSOrigins:     p.list("CORS_ALLOWED_ORIGINS"),
+			Addr:            p.Str("HTTP_ADDR"),
+			MetricsAddr:     p.Str("METRICS_ADDR"),
+			ShutdownDelay:   p.Duration("SHUTDOWN_DELAY"),
+			ShutdownTimeout: p.Duration("SHUTDOWN_TIMEOUT"),
+			MaxHeaderBytes:  p.Int("HTTP_MAX_HEADER_BYTES"),
+			MaxConnections:  p.Int("HTTP_MAX_CONNECTIONS"),
+			CORSOrigins:     p.List("CORS_ALLOWED_ORIGINS"),
 		},
 		Redis: Redis{
-			URL:      Secret(p.str("REDIS_URL")),
-			CAFile:   p.str("REDIS_TLS_CA_FILE"),
-			CertFile: p.str("REDIS_TLS_CERT_FILE"),
-			KeyFile:  p.str("REDIS_TLS_KEY_FILE"),
+			URL:      Secret(p.Str("REDIS_URL")),
+			CAFile:   p.Str("REDIS_TLS_CA_FILE"),
+			CertFile: p.Str("REDIS_TLS_CERT_FILE"),
+			KeyFile:  p.Str("REDIS_TLS_KEY_FILE"),
 		},
 		Auth: Auth{
-			JWKSURL:              p.str("JWKS_URL"),
-			Refresh:              p.duration("JWKS_REFRESH"),
-			MinRefresh:           p.duration("JWKS_MIN_REFRESH"),
-			AllowHTTP:            p.boolean("JWKS_ALLOW_HTTP"),
-			CAFile:               p.str("JWKS_CA_FILE"),
-			Timeout:              p.duration("JWKS_TIMEOUT"),
-			HS256Secret:          Secret(p.str("JWT_HS256_SECRET")),
-			Issuer:               p.str("JWT_ISSUER"),
-			Audience:             p.str("JWT_AUDIENCE"),
-			Algorithms:           p.list("JWT_ALGORITHMS"),
-			Leeway:               p.duration("JWT_LEEWAY"),
-			RequireExp:           p.boolean("JWT_REQUIRE_EXP"),
-			UserIDClaims:         p.list("JWT_USER_ID_CLAIMS"),
-			EmailClaim:           p.str("JWT_EMAIL_CLAIM"),
-			RequireVerifiedEmail: p.boolean("JWT_REQUIRE_VERIFIED_EMAIL"),
+			JWKSURL:              p.Str("JWKS_URL"),
+			Refresh:              p.Duration("JWKS_REFRESH"),
+			MinRefresh:           p.Duration("JWKS_MIN_REFRESH"),
+			AllowHTTP:            p.Bool("JWKS_ALLOW_HTTP"),
+			CAFile:               p.Str("JWKS_CA_FILE"),
+			Timeout:              p.Duration("JWKS_TIMEOUT"),
+			HS256Secret:          Secret(p.Str("JWT_HS256_SECRET")),
+			Issuer:               p.Str("JWT_ISSUER"),
+			Audience:             p.Str("JWT_AUDIENCE"),
+			Algorithms:           p.List("JWT_ALGORITHMS"),
+			Leeway:               p.Duration("JWT_LEEWAY"),
+			RequireExp:           p.Bool("JWT_REQUIRE_EXP"),
+			UserIDClaims:         p.List("JWT_USER_ID_CLAIMS"),
+			EmailClaim:           p.Str("JWT_EMAIL_CLAIM"),
+			RequireVerifiedEmail: p.Bool("JWT_REQUIRE_VERIFIED_EMAIL"),
 		},
 		Engine: Engine{
-			Transport:     p.str("ENGINE_TRANSPORT"),
-			RequestStream: p.str("ENGINE_REQUEST_STREAM"),
-			ReplyStream:   p.str("ENGINE_REPLY_STREAM"),
-			ReplyTimeout:  p.duration("ENGINE_REPLY_TIMEOUT"),
-			RequestMaxLen: int64(p.integer("ENGINE_REQUEST_MAXLEN")),
-			MaxWaiting:    p.integer("ENGINE_MAX_WAITING"),
-			Coalesce:      p.boolean("ENGINE_COALESCE"),
-			DurableSend:   p.str("ENGINE_DURABLE_SEND"),
-			InstanceID:    p.str("INSTANCE_ID"),
+			Transport:     p.Str("ENGINE_TRANSPORT"),
+			RequestStream: p.Str("ENGINE_REQUEST_STREAM"),
+			ReplyStream:   p.Str("ENGINE_REPLY_STREAM"),
+			ReplyTimeout:  p.Duration("ENGINE_REPLY_TIMEOUT"),
+			RequestMaxLen: int64(p.Int("ENGINE_REQUEST_MAXLEN")),
+			MaxWaiting:    p.Int("ENGINE_MAX_WAITING"),
+			Coalesce:      p.Bool("ENGINE_COALESCE"),
+			DurableSend:   p.Str("ENGINE_DURABLE_SEND"),
+			InstanceID:    p.Str("INSTANCE_ID"),
 		},
-		Log: Log{Level: p.str("LOG_LEVEL"), Format: p.str("LOG_FORMAT")},
+		Log: Log{Level: p.Str("LOG_LEVEL"), Format: p.Str("LOG_FORMAT")},
 	}
-	c.effective = p.seen
-	errs := p.errs
+	c.effective = p.Seen(secretVars)
+	errs := p.Errs()
 	if len(errs) == 0 {
 		errs = c.Validate()
 	}
@@ -514,83 +514,8 @@ func knownAlgorithm(alg string) bool {
 	return false
 }
 
-// parser reads variables, applying serve's defaults and remembering errors.
-type parser struct {
-	lookup Lookup
-	errs   []error
-	seen   map[string]string
-}
-
 // secretVars are redacted in Effective.
 var secretVars = map[string]func(string) string{
 	"JWT_HS256_SECRET": func(v string) string { return Secret(v).String() },
 	"REDIS_URL":        RedactedURL,
-}
-
-func (p *parser) str(name string) string {
-	v, ok := p.lookup(name)
-	if !ok {
-		v, ok = defaultOf(name)
-		if !ok {
-			panic("config: undeclared variable " + name)
-		}
-	}
-	if p.seen == nil {
-		p.seen = map[string]string{}
-	}
-	p.seen[name] = v
-	if redact := secretVars[name]; redact != nil && v != "" {
-		p.seen[name] = redact(v)
-	}
-	return v
-}
-
-func defaultOf(name string) (string, bool) {
-	for _, v := range Vars {
-		if v.Name == name {
-			return v.Default, true
-		}
-	}
-	return "", false
-}
-
-func (p *parser) fail(name, raw, want string) {
-	p.errs = append(p.errs, fmt.Errorf("%s: %q is not %s", name, raw, want))
-}
-
-func (p *parser) duration(name string) time.Duration {
-	raw := p.str(name)
-	d, err := time.ParseDuration(raw)
-	if err != nil {
-		p.fail(name, raw, "a duration (e.g. 5s, 10m)")
-	}
-	return d
-}
-
-func (p *parser) boolean(name string) bool {
-	raw := p.str(name)
-	b, err := strconv.ParseBool(raw)
-	if err != nil {
-		p.fail(name, raw, "a boolean (true or false)")
-	}
-	return b
-}
-
-func (p *parser) integer(name string) int {
-	raw := p.str(name)
-	n, err := strconv.Atoi(raw)
-	if err != nil {
-		p.fail(name, raw, "an integer")
-	}
-	return n
-}
-
-func (p *parser) list(name string) []string {
-	var out []string
-	for _, s := range strings.Split(p.str(name), ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }

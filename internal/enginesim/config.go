@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"time"
 
@@ -71,26 +70,26 @@ var Vars = []config.Var{
 // defaults, and validates the result. The error lists every problem, each
 // naming its variable.
 func Load(lookup config.Lookup) (Config, error) {
-	p := parser{lookup: lookup}
+	p := config.NewParser(lookup, Vars)
 	c := Config{
-		RequestStream: p.str("ENGINE_REQUEST_STREAM"),
-		ReplyStream:   p.str("ENGINE_REPLY_STREAM"),
-		Group:         p.str("ENGINE_GROUP"),
-		Consumer:      p.str("ENGINE_CONSUMER"),
-		UsersKey:      p.str("ENGINE_USERS_KEY"),
-		ReadCount:     p.integer("ENGINE_READ_COUNT"),
-		ReadBlock:     p.duration("ENGINE_READ_BLOCK"),
-		ClaimIdle:     p.duration("ENGINE_CLAIM_IDLE"),
-		ReplyMaxLen:   int64(p.integer("ENGINE_REPLY_MAXLEN")),
-		ReplyDelay:    p.duration("ENGINE_REPLY_DELAY"),
-		ReplyDelayMax: p.duration("ENGINE_REPLY_DELAY_MAX"),
-		MaxInFlight:   p.integer("ENGINE_MAX_IN_FLIGHT"),
-		ErrorRatio:    p.ratio("ENGINE_ERROR_RATIO"),
-		DropRatio:     p.ratio("ENGINE_DROP_RATIO"),
-		Legacy:        p.boolean("ENGINE_LEGACY"),
+		RequestStream: p.Str("ENGINE_REQUEST_STREAM"),
+		ReplyStream:   p.Str("ENGINE_REPLY_STREAM"),
+		Group:         p.Str("ENGINE_GROUP"),
+		Consumer:      p.Str("ENGINE_CONSUMER"),
+		UsersKey:      p.Str("ENGINE_USERS_KEY"),
+		ReadCount:     p.Int("ENGINE_READ_COUNT"),
+		ReadBlock:     p.Duration("ENGINE_READ_BLOCK"),
+		ClaimIdle:     p.Duration("ENGINE_CLAIM_IDLE"),
+		ReplyMaxLen:   int64(p.Int("ENGINE_REPLY_MAXLEN")),
+		ReplyDelay:    p.Duration("ENGINE_REPLY_DELAY"),
+		ReplyDelayMax: p.Duration("ENGINE_REPLY_DELAY_MAX"),
+		MaxInFlight:   p.Int("ENGINE_MAX_IN_FLIGHT"),
+		ErrorRatio:    p.Ratio("ENGINE_ERROR_RATIO"),
+		DropRatio:     p.Ratio("ENGINE_DROP_RATIO"),
+		Legacy:        p.Bool("ENGINE_LEGACY"),
 	}
-	if len(p.errs) > 0 {
-		return c, errors.Join(p.errs...)
+	if errs := p.Errs(); len(errs) > 0 {
+		return c, errors.Join(errs...)
 	}
 	// Validate before the defaults, so that an explicit zero is refused rather
 	// than replaced; only the two names that default to empty are filled, as
@@ -173,63 +172,4 @@ func (c Config) withDefaults(consumer func() string) Config {
 	c.ReplyMaxLen = cmp.Or(c.ReplyMaxLen, DefaultReplyMaxLen)
 	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
 	return c
-}
-
-// parser reads variables, applying the defaults of Vars and remembering
-// errors.
-type parser struct {
-	lookup config.Lookup
-	errs   []error
-}
-
-func (p *parser) str(name string) string {
-	if v, ok := p.lookup(name); ok {
-		return v
-	}
-	for _, v := range Vars {
-		if v.Name == name {
-			return v.Default
-		}
-	}
-	panic("enginesim: undeclared variable " + name) // a programming error, caught by any test
-}
-
-func (p *parser) fail(name, raw, want string) {
-	p.errs = append(p.errs, fmt.Errorf("%s: %q is not %s", name, raw, want))
-}
-
-func (p *parser) duration(name string) time.Duration {
-	raw := p.str(name)
-	d, err := time.ParseDuration(raw)
-	if err != nil {
-		p.fail(name, raw, "a duration (e.g. 200ms, 30s)")
-	}
-	return d
-}
-
-func (p *parser) integer(name string) int {
-	raw := p.str(name)
-	n, err := strconv.Atoi(raw)
-	if err != nil {
-		p.fail(name, raw, "an integer")
-	}
-	return n
-}
-
-func (p *parser) ratio(name string) float64 {
-	raw := p.str(name)
-	f, err := strconv.ParseFloat(raw, 64)
-	if err != nil || math.IsNaN(f) {
-		p.fail(name, raw, "a number between 0 and 1")
-	}
-	return f
-}
-
-func (p *parser) boolean(name string) bool {
-	raw := p.str(name)
-	b, err := strconv.ParseBool(raw)
-	if err != nil {
-		p.fail(name, raw, "a boolean (true or false)")
-	}
-	return b
 }
