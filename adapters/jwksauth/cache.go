@@ -1,6 +1,7 @@
 package jwksauth
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/ensure-user/ensure-user/domain"
@@ -95,4 +96,42 @@ func (c *tokenCache) len() int {
 		s.mu.RUnlock()
 	}
 	return n
+}
+
+// headerCacheSize bounds the decoded headers kept: an identity provider
+// signs with a handful of keys, so its tokens carry a handful of distinct
+// header segments.
+const headerCacheSize = 64
+
+// headerCache maps an encoded header segment to its decoded form, so the
+// tokens of one key share one base64 and JSON decode of their identical
+// header. Only headers that decoded without error are kept, and once full it
+// takes no more, so junk headers cannot evict the real ones; a header not
+// kept is decoded as before. It never changes an answer: decodeHeader is a
+// pure function of the segment.
+type headerCache struct {
+	mu sync.RWMutex
+	m  map[string]header
+}
+
+func newHeaderCache() *headerCache { return &headerCache{m: make(map[string]header, headerCacheSize)} }
+
+// decode returns decodeHeader(seg), from the cache when seg was seen before.
+func (c *headerCache) decode(seg string) (header, error) {
+	c.mu.RLock()
+	h, ok := c.m[seg]
+	c.mu.RUnlock()
+	if ok {
+		return h, nil
+	}
+	h, err := decodeHeader(seg)
+	if err != nil {
+		return h, err
+	}
+	c.mu.Lock()
+	if len(c.m) < headerCacheSize {
+		c.m[strings.Clone(seg)] = h // not a substring: the token may be large and is not ours to keep
+	}
+	c.mu.Unlock()
+	return h, nil
 }

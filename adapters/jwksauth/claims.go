@@ -2,11 +2,13 @@ package jwksauth
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ensure-user/ensure-user/domain"
 )
@@ -151,14 +153,34 @@ func (r claimRules) identity(c map[string]json.RawMessage) (domain.Identity, err
 	return id, nil
 }
 
-// str decodes a JSON string; any other JSON type is an error.
+var errNotString = errors.New("not a string")
+
+// str decodes a JSON string; any other JSON type is an error. A string
+// without escapes, quotes or control characters, in valid UTF-8 - every
+// claim a real token carries - is its own content, so it is taken as is; the
+// others go through encoding/json, which decodes escapes and replaces
+// invalid UTF-8 exactly as before.
 func str(raw json.RawMessage) (string, error) {
 	if len(raw) == 0 || raw[0] != '"' {
-		return "", fmt.Errorf("not a string")
+		return "", errNotString
+	}
+	if n := len(raw); n >= 2 && raw[n-1] == '"' && plain(raw[1:n-1]) {
+		return string(raw[1 : n-1]), nil
 	}
 	var s string
 	err := json.Unmarshal(raw, &s)
 	return s, err
+}
+
+// plain reports whether b can stand between the quotes of a JSON string
+// unchanged: no quote, backslash or control character, and valid UTF-8.
+func plain(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return utf8.Valid(b)
 }
 
 func mustStr(raw json.RawMessage) string {

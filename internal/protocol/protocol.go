@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/ensure-user/ensure-user/domain"
@@ -85,15 +86,31 @@ func EncodeCommand(cmd domain.Command, replyTo string) []byte {
 // EncodeReply returns the JSON payload of r for the reply stream.
 func EncodeReply(r Reply) []byte { return encode(r) }
 
+// encoder is a JSON encoder that does not escape HTML, with its buffer.
+type encoder struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+// encoders recycles encoders: one payload is encoded per request, and a
+// fresh encoder and a growing buffer cost three allocations each time.
+var encoders = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.enc = json.NewEncoder(&e.buf)
+	e.enc.SetEscapeHTML(false)
+	return e
+}}
+
 // encode marshals v, which holds only strings and so cannot fail to encode.
+// The result is a copy the caller owns.
 func encode(v any) []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	e.buf.Reset()
+	if err := e.enc.Encode(v); err != nil {
 		panic(fmt.Sprintf("protocol: encode %T: %v", v, err)) // unreachable: strings only
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	return bytes.Clone(bytes.TrimSuffix(e.buf.Bytes(), []byte("\n")))
 }
 
 // DecodeReply parses a reply payload. It ignores unknown fields and accepts a

@@ -1,0 +1,394 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// Target thresholds the report checks (docs/performance.md explains them).
+const (
+	maxXreadPerRequest = 0.25 // target 1, at concurrency 64
+	maxCPUOverRaw      = 1.6  // target 4: service CPU per request over the raw ES256 check
+	maxSlowRSSMB       = 256  // target 5
+)
+
+// report is everything one invocation measured.
+type report struct {
+	Command      string        `json:"command"`
+	Service      string        `json:"service"` // what was measured: the build, or -service-bin
+	Started      time.Time     `json:"started"`
+	Finished     time.Time     `json:"finished"`
+	CPU          string        `json:"cpu_model"`
+	Cores        int           `json:"cores"`
+	GoVersion    string        `json:"go_version"`
+	Pinned       bool          `json:"pinned"`
+	ServiceCPUs  string        `json:"service_cpus,omitempty"`
+	HelperCPUs   string        `json:"helper_cpus,omitempty"`
+	Duration     string        `json:"duration"`
+	Runs         int           `json:"runs"`
+	NoFile       uint64        `json:"rlimit_nofile"`
+	LoadStart    string        `json:"loadavg_start"`
+	LoadEnd      string        `json:"loadavg_end"`
+	Calibrations []calibration `json:"raw_es256"`
+	Results      []*result     `json:"results"`
+	Scenarios    []scenario    `json:"-"`
+}
+
+// line is a one-line account of one run.
+func (r *result) line() string {
+	if r.Skipped != "" {
+		return fmt.Sprintf("%-16s skipped: %s", r.Scenario, r.Skipped)
+	}
+	ok := "ok"
+	if !r.correct() {
+		ok = fmt.Sprintf("INCORRECT %v %v", r.Outcomes, r.Problems)
+	}
+	return fmt.Sprintf("%-16s %7d req %8.0f req/s  p50 %7.2f  p99 %8.2f ms  cpu %6.1f µs/req  rss %5.1f MB  xadd %.3f xread %.3f /req  %s",
+		r.Scenario, r.Requests, r.RPS, r.P50, r.P99, r.ServiceCPU, r.PeakRSSMB, r.XaddPerRequest, r.XreadPerRequest, ok)
+}
+
+// agg is the median of a scenario's runs.
+type agg struct {
+	name    string
+	sc      scenario
+	runs    []*result
+	skipped string
+	correct bool
+	m       map[string]float64
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func (rep *report) aggregate() []agg {
+	var out []agg
+	for _, sc := range rep.Scenarios {
+		a := agg{name: sc.Name, sc: sc, correct: true, m: map[string]float64{}}
+		cols := map[string][]float64{}
+		for _, r := range rep.Results {
+			if r.Scenario != sc.Name {
+				continue
+			}
+			a.runs = append(a.runs, r)
+			a.correct = a.correct && r.correct()
+			if r.Skipped != "" {
+				a.skipped = r.Skipped
+				continue
+			}
+			others := 0.0
+			for _, v := range r.OtherServiceCmds {
+				others += float64(v)
+			}
+			for k, v := range map[string]float64{
+				"rps": r.RPS, "p50": r.P50, "p90": r.P90, "p99": r.P99, "p999": r.P999,
+				"cpu": r.ServiceCPU, "user": r.ServiceUser, "sys": r.ServiceSys, "ratio": r.ServiceCPU / r.RawES256,
+				"rss": r.PeakRSSMB, "gor": float64(r.PeakGoroutines), "waiting": float64(r.PeakWaiting),
+				"xadd": r.XaddPerRequest, "xread": r.XreadPerRequest, "other": others / float64(max(1, r.Requests)),
+				"redis": r.RedisCPU, "engine": r.EngineCPU, "tool": r.ToolCPU, "requests": float64(r.Requests),
+				"svcxadd": float64(r.ServiceXadd), "heap": r.PeakHeapMB, "stack": r.PeakStackMB, "raw": r.RawES256,
+			} {
+				cols[k] = append(cols[k], v)
+			}
+		}
+		for k, v := range cols {
+			a.m[k] = median(v)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// targets checks the load test's targets on the medians; each line says
+// met or not met, and by how much.
+func (rep *report) targets(aggs []agg) []string {
+	var out []string
+	find := func(name string) *agg {
+		for i := range aggs {
+			if aggs[i].name == name && aggs[i].skipped == "" && len(aggs[i].runs) > 0 {
+				return &aggs[i]
+			}
+		}
+		return nil
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT met"
+	}
+	if a := find("c64"); a != nil {
+		exact := true
+		others := map[string]int64{}
+		for _, r := range a.runs {
+			exact = exact && r.ServiceXadd == r.Requests
+			for k, v := range r.OtherServiceCmds {
+				others[k] += v
+			}
+		}
+		ok := exact && a.m["xread"] <= maxXreadPerRequest && len(others) == 0
+		out = append(out, fmt.Sprintf("1. Redis work per request at c64: %s — XADD %.3f/req (exactly one per request: %v), XREAD %.3f/req (≤ %.2f), other commands on the hot path: %s",
+			verdict(ok), a.m["xadd"], exact, a.m["xread"], maxXreadPerRequest, counts(others)))
+		out = append(out, fmt.Sprintf("4. Service CPU per request at c64: %s — %.1f µs (user %.1f + sys %.1f) = %.2f× the raw ES256 check measured in the same run (median of the runs' ratios; ≤ %.1f×: raw %.1f µs → limit %.1f µs)",
+			verdict(a.m["ratio"] <= maxCPUOverRaw), a.m["cpu"], a.m["user"], a.m["sys"], a.m["ratio"], maxCPUOverRaw,
+			a.m["raw"], maxCPUOverRaw*a.m["raw"]))
+	}
+	if a := find("slow"); a != nil {
+		ok := a.correct && a.m["rss"] <= maxSlowRSSMB
+		out = append(out, fmt.Sprintf("5. %d requests waiting on a slow Engine: %s — all confirmed: %v, peak waiting %.0f, service peak RSS %.1f MB (≤ %d MB; sampled peaks: heap %.0f MB, goroutine stacks %.0f MB), p99 %.0f ms",
+			a.sc.Requests, verdict(ok), a.correct, a.m["waiting"], a.m["rss"], maxSlowRSSMB, a.m["heap"], a.m["stack"], a.m["p99"]))
+	}
+	if a := find("coalesce"); a != nil {
+		ok := a.correct && a.m["svcxadd"] == 1
+		out = append(out, fmt.Sprintf("6. Coalescing, %d requests for one user at once: %s — XADD on the request stream %.0f (want 1), all answered with the Engine's confirmation: %v",
+			a.sc.Requests, verdict(ok), a.m["svcxadd"], a.correct))
+	}
+	return out
+}
+
+// write stores report.md, results.json and latency.png in dir.
+func (rep *report) write(dir string) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), b, 0o644); err != nil {
+		return err
+	}
+	if err := rep.plot(filepath.Join(dir, "latency.png")); err != nil {
+		return fmt.Errorf("latency plot: %w", err)
+	}
+	var md strings.Builder
+	rep.markdown(&md)
+	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(md.String()), 0o644)
+}
+
+func (rep *report) markdown(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	aggs := rep.aggregate()
+	p("# ensure-user load test, %s", rep.Started.Format("2006-01-02 15:04:05 MST"))
+	p("")
+	p("- command: `%s`", rep.Command)
+	p("- service: %s", rep.Service)
+	p("- machine: %s, %d cores; %s", rep.CPU, rep.Cores, rep.GoVersion)
+	if rep.Pinned {
+		p("- pinning: **yes** — each ensure-user on CPU %s (`taskset -c %s`); load generator, redis-server and engine-sim on CPU %s", rep.ServiceCPUs, rep.ServiceCPUs, rep.HelperCPUs)
+	} else {
+		p("- pinning: **no** — every process shares every core")
+	}
+	p("- load average (1, 5, 15 min): %s at start, %s at end; per run in the details", rep.LoadStart, rep.LoadEnd)
+	p("- %s per closed/open-loop run, %d run(s) of each scenario, each on fresh processes; figures are medians over the runs", rep.Duration, rep.Runs)
+	p("- RLIMIT_NOFILE %d; duration %s", rep.NoFile, rep.Finished.Sub(rep.Started).Round(time.Second))
+	var cal []string
+	for _, c := range rep.Calibrations {
+		cal = append(cal, fmt.Sprintf("%.1f", c.CPUMicros))
+	}
+	p("- raw ES256 signature check (SHA-256 + crypto/ecdsa.Verify) on the service CPU, CPU µs per check, per run: %s", strings.Join(cal, ", "))
+	p("")
+	p("CPU figures are per request, in µs of CPU time (utime+stime from /proc/<pid>/stat over the run, 10 ms resolution), for the service (all instances), and for information Redis, engine-sim and the load generator. Peak RSS is VmHWM of the largest instance. Redis commands are from INFO commandstats after CONFIG RESETSTAT; the service's XADDs are the request stream's entries-added (XINFO STREAM), the Engine's are the reply streams'.")
+	p("")
+	p("## Summary")
+	p("")
+	p("| scenario | requests | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | service CPU µs/req (user+sys) | × raw ES256 | peak RSS MB | peak goroutines | XADD/req | XREAD/req | other cmds/req | answers |")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	for _, a := range aggs {
+		if a.skipped != "" {
+			p("| %s | – | – | – | – | – | – | – | – | – | – | – | – | – | skipped: %s |", a.name, a.skipped)
+			continue
+		}
+		ans := "all confirmed"
+		if !a.correct {
+			ans = "**INCORRECT**"
+		}
+		p("| %s | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %.1f (%.1f+%.1f) | %.2f | %.1f | %.0f | %.3f | %.3f | %.3f | %s |",
+			a.name, a.m["requests"], a.m["rps"], a.m["p50"], a.m["p90"], a.m["p99"], a.m["p999"], a.m["cpu"], a.m["user"], a.m["sys"],
+			a.m["ratio"], a.m["rss"], a.m["gor"], a.m["xadd"], a.m["xread"], a.m["other"], ans)
+	}
+	p("")
+	p("![latency by percentile](latency.png)")
+	p("")
+	p("## Targets")
+	p("")
+	for _, t := range rep.targets(aggs) {
+		p("- %s", t)
+	}
+	p("")
+	p("## Scenarios")
+	for _, a := range aggs {
+		p("")
+		p("### %s — %s", a.name, a.sc.Description)
+		p("")
+		p("| run | requests | s | req/s | p50 | p90 | p99 | p99.9 | max ms | service CPU µs/req | redis | engine | loadgen | peak RSS MB | heap / stacks MB | goroutines | waiting | XADD/req | XREAD/req | load before → after |")
+		p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+		for _, r := range a.runs {
+			if r.Skipped != "" {
+				p("| %d | skipped: %s |||||||||||||||||||", r.Rep, r.Skipped)
+				continue
+			}
+			p("| %d | %d | %.1f | %.0f | %.2f | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f / %.0f | %d | %d | %.3f | %.3f | %s → %s |",
+				r.Rep, r.Requests, r.Seconds, r.RPS, r.P50, r.P90, r.P99, r.P999, r.Max, r.ServiceCPU, r.RedisCPU, r.EngineCPU, r.ToolCPU,
+				r.PeakRSSMB, r.PeakHeapMB, r.PeakStackMB, r.PeakGoroutines, r.PeakWaiting, r.XaddPerRequest, r.XreadPerRequest, r.LoadBefore, r.LoadAfter)
+		}
+		for _, r := range a.runs {
+			if r.Skipped != "" {
+				continue
+			}
+			p("")
+			p("Run %d: status %s; outcomes %s.", r.Rep, counts(r.Status), counts(r.Outcomes))
+			if len(r.Problems) > 0 {
+				p("Problems: `%s`", strings.Join(r.Problems, "`, `"))
+			}
+			for _, n := range r.Notes {
+				p("Note: %s.", n)
+			}
+			p("Redis commands: %s.", cmdTable(r))
+			if len(r.BackgroundCmds) > 0 {
+				p("Of these, time-driven background commands of the service (not per request): %s.", counts(r.BackgroundCmds))
+			}
+		}
+	}
+}
+
+// counts renders a map of counts as "k: v, ..." in key order.
+func counts(m map[string]int64) string {
+	keys := slices.Sorted(func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// cmdTable renders the commandstats of a run with their attribution.
+func cmdTable(r *result) string {
+	type row struct {
+		name  string
+		calls int64
+	}
+	var rows []row
+	for k, v := range r.Commands {
+		rows = append(rows, row{k, v})
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		return rows[i].calls > rows[j].calls || (rows[i].calls == rows[j].calls && rows[i].name < rows[j].name)
+	})
+	n := float64(max(1, r.Requests))
+	var parts []string
+	for _, x := range rows {
+		who := sender(x.name)
+		if x.name == "xadd" {
+			who = fmt.Sprintf("service %d + engine %d", r.ServiceXadd, r.EngineXadd)
+		}
+		parts = append(parts, fmt.Sprintf("%s %d (%.3f/req, %s)", x.name, x.calls, float64(x.calls)/n, who))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// summary prints the one-screen summary.
+func (rep *report) summary(w io.Writer, dir string) {
+	aggs := rep.aggregate()
+	pin := "not pinned"
+	if rep.Pinned {
+		pin = fmt.Sprintf("service pinned to CPU %s, the rest to CPU %s", rep.ServiceCPUs, rep.HelperCPUs)
+	}
+	fmt.Fprintf(w, "\n%s, %d cores, %s; load average %s → %s; medians of %d run(s)\n", rep.CPU, rep.Cores, pin, rep.LoadStart, rep.LoadEnd, rep.Runs)
+	fmt.Fprintf(w, "%-16s %8s %8s %8s %8s %9s %8s %7s %7s %6s %6s %s\n", "scenario", "req/s", "p50 ms", "p99 ms", "p99.9", "cpu µs/r", "×raw", "rss MB", "gorout", "xadd", "xread", "answers")
+	for _, a := range aggs {
+		if a.skipped != "" {
+			fmt.Fprintf(w, "%-16s skipped: %s\n", a.name, a.skipped)
+			continue
+		}
+		ans := "ok"
+		if !a.correct {
+			ans = "INCORRECT"
+		}
+		fmt.Fprintf(w, "%-16s %8.0f %8.2f %8.2f %8.2f %9.1f %8.2f %7.1f %7.0f %6.3f %6.3f %s\n",
+			a.name, a.m["rps"], a.m["p50"], a.m["p99"], a.m["p999"], a.m["cpu"], a.m["ratio"], a.m["rss"], a.m["gor"], a.m["xadd"], a.m["xread"], ans)
+	}
+	for _, t := range rep.targets(aggs) {
+		fmt.Fprintln(w, t)
+	}
+	fmt.Fprintf(w, "report: %s\n", filepath.Join(dir, "report.md"))
+}
+
+// plot draws latency against percentile, one line per scenario (its runs
+// pooled), both axes logarithmic in the tail.
+func (rep *report) plot(path string) error {
+	p := plot.New()
+	p.Title.Text = "ensure-user latency by percentile"
+	p.X.Label.Text = "percentile"
+	p.Y.Label.Text = "latency (ms, log scale)"
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	// x = -log10(1-q): 50% at 0.3, 90% at 1, 99% at 2, 99.9% at 3.
+	p.X.Tick.Marker = plot.ConstantTicks([]plot.Tick{
+		{Value: 0, Label: "0%"}, {Value: math.Log10(2), Label: "50%"}, {Value: 1, Label: "90%"},
+		{Value: 2, Label: "99%"}, {Value: 3, Label: "99.9%"}, {Value: 4, Label: "99.99%"},
+	})
+	p.Legend.Top = true
+	p.Legend.Left = true
+	i := 0
+	for _, sc := range rep.Scenarios {
+		var lat []time.Duration
+		for _, r := range rep.Results {
+			if r.Scenario == sc.Name {
+				lat = append(lat, r.lat...)
+			}
+		}
+		if len(lat) == 0 {
+			continue
+		}
+		slices.Sort(lat)
+		n := len(lat)
+		var pts plotter.XYs
+		maxX := math.Log10(float64(n))
+		for k := 0; k <= 400; k++ {
+			x := maxX * float64(k) / 400
+			q := 1 - math.Pow(10, -x)
+			j := min(n-1, int(q*float64(n)))
+			pts = append(pts, plotter.XY{X: x, Y: math.Max(0.01, float64(lat[j])/float64(time.Millisecond))})
+		}
+		line, err := plotter.NewLine(pts)
+		if err != nil {
+			return err
+		}
+		line.Color = plotutil.Color(i)
+		line.Dashes = plotutil.Dashes(i / 7)
+		line.Width = vg.Points(1.5)
+		p.Add(line)
+		p.Legend.Add(sc.Name, line)
+		i++
+	}
+	return p.Save(9*vg.Inch, 5.5*vg.Inch, path)
+}

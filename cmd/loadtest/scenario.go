@@ -1,0 +1,550 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Streams the service and engine-sim use by default.
+const (
+	requestStream = "engine:requests"
+	replyStream   = "engine:replies"
+	perInstance   = "engine:replies:{instance}"
+)
+
+// scenario is one kind of run.
+type scenario struct {
+	Name        string
+	Description string
+	Kind        string // "closed", "open" or "burst"
+	Concurrency int    // closed: workers
+	Rate        float64
+	Requests    int // burst: requests sent at once
+	Instances   int
+	ReplyStream string        // ENGINE_REPLY_STREAM; "" for the default
+	EngineDelay time.Duration // ENGINE_REPLY_DELAY
+	// ReplyTimeout is the service's ENGINE_REPLY_TIMEOUT; 0 for its default.
+	ReplyTimeout time.Duration
+	Coalesce     bool   // ENGINE_COALESCE, and all requests for one user
+	Durable      string // ENGINE_DURABLE_SEND; "replica" starts a replica
+}
+
+// Commands the other parties send, to tell the service's own from them in
+// INFO commandstats. XADD is split by stream instead (XINFO entries-added).
+var (
+	engineCommands = []string{"xreadgroup", "xack", "sadd", "xautoclaim", "xgroup|create", "xgroup|createconsumer"}
+	toolCommands   = []string{"config|resetstat", "info", "xinfo|stream", "scan", "hello", "client|setinfo"}
+	// replicaCommands are the replication traffic (the durable scenario).
+	replicaCommands = []string{"replconf", "psync", "sync"}
+)
+
+// sender names who sends cmd, for the report.
+func sender(cmd string) string {
+	switch {
+	case slices.Contains(engineCommands, cmd):
+		return "engine"
+	case slices.Contains(toolCommands, cmd):
+		return "tool"
+	case slices.Contains(replicaCommands, cmd):
+		return "replica"
+	}
+	return "service"
+}
+
+// A command of the service that Redis saw at most this often, both per
+// second of the run and per request, is counted as background work, not as
+// part of the hot path.
+const (
+	maxBackgroundPerSecond  = 2
+	maxBackgroundPerRequest = 0.01
+)
+
+// result is one run of one scenario.
+type result struct {
+	Scenario string `json:"scenario"`
+	Rep      int    `json:"rep"`
+	Skipped  string `json:"skipped,omitempty"`
+
+	Requests  int64            `json:"requests"`
+	Confirmed int64            `json:"confirmed"`
+	Status    map[string]int64 `json:"status"`
+	Outcomes  map[string]int64 `json:"outcomes"`
+	Problems  []string         `json:"problems,omitempty"`
+	Exhausted bool             `json:"tokens_exhausted,omitempty"`
+	Missed    int64            `json:"missed_sends,omitempty"`
+
+	RawES256 float64 `json:"raw_es256_cpu_us"` // the calibration of the same run
+
+	Seconds float64 `json:"seconds"`
+	RPS     float64 `json:"rps"`
+	P50     float64 `json:"p50_ms"`
+	P90     float64 `json:"p90_ms"`
+	P99     float64 `json:"p99_ms"`
+	P999    float64 `json:"p999_ms"`
+	Max     float64 `json:"max_ms"`
+
+	// CPU per request, in microseconds.
+	ServiceCPU  float64 `json:"service_cpu_us"`
+	ServiceUser float64 `json:"service_user_us"`
+	ServiceSys  float64 `json:"service_sys_us"`
+	RedisCPU    float64 `json:"redis_cpu_us"`
+	EngineCPU   float64 `json:"engine_cpu_us"`
+	ToolCPU     float64 `json:"loadgen_cpu_us"`
+
+	PeakRSSMB      float64 `json:"service_peak_rss_mb"` // VmHWM, the largest instance's
+	PeakGoroutines int64   `json:"service_peak_goroutines"`
+	PeakWaiting    int64   `json:"service_peak_waiting"`
+	PeakHeapMB     float64 `json:"service_peak_heap_inuse_mb"`  // sampled go_memstats_heap_inuse_bytes
+	PeakStackMB    float64 `json:"service_peak_stack_inuse_mb"` // sampled go_memstats_stack_inuse_bytes
+
+	Commands         map[string]int64 `json:"redis_commands"`
+	ServiceXadd      int64            `json:"service_xadd"`
+	EngineXadd       int64            `json:"engine_xadd"`
+	XaddPerRequest   float64          `json:"service_xadd_per_request"`
+	XreadPerRequest  float64          `json:"xread_per_request"`
+	OtherServiceCmds map[string]int64 `json:"other_service_commands"` // per request: the hot path
+	BackgroundCmds   map[string]int64 `json:"background_commands"`    // time-driven, rare
+
+	LoadBefore string   `json:"loadavg_before"`
+	LoadAfter  string   `json:"loadavg_after"`
+	Notes      []string `json:"notes,omitempty"`
+
+	lat []time.Duration
+}
+
+// correct reports whether every answer was the confirmed one.
+func (r *result) correct() bool {
+	return r.Skipped != "" || (r.Requests > 0 && r.Confirmed == r.Requests && len(r.Problems) == 0)
+}
+
+// env is what a scenario runs against: its own redis-server (and replica),
+// engine-sim and ensure-user instances.
+type env struct {
+	dir      string
+	redis    *proc
+	replica  *proc
+	engine   *proc
+	services []*proc
+	urls     []string
+	rc       *redisClient
+}
+
+func (e *env) stop() {
+	for _, s := range e.services {
+		s.stop(10 * time.Second)
+	}
+	e.engine.stop(5 * time.Second)
+	if e.rc != nil {
+		e.rc.close()
+	}
+	e.replica.stop(5 * time.Second)
+	e.redis.stop(5 * time.Second)
+}
+
+// start brings up the scenario's processes and waits until every service
+// instance is ready.
+func (t *tool) start(ctx context.Context, sc scenario, dir string) (*env, error) {
+	e := &env{dir: dir}
+	var (
+		addr string
+		err  error
+	)
+	if e.redis, addr, err = startRedis(dir, "redis", t.helperCPUs); err != nil {
+		return e, err
+	}
+	if e.rc, err = dialRedis(addr); err != nil {
+		return e, err
+	}
+	if sc.Durable == "replica" {
+		host, port, _ := strings.Cut(addr, ":")
+		if e.replica, _, err = startRedis(dir, "redis-replica", t.helperCPUs, "--replicaof", host, port); err != nil {
+			return e, err
+		}
+		if err := waitReplica(ctx, e.rc); err != nil {
+			return e, err
+		}
+	}
+	redisURL := "redis://" + addr + "/0"
+	engineEnv := map[string]string{
+		"REDIS_URL":            redisURL,
+		"ENGINE_REPLY_DELAY":   sc.EngineDelay.String(),
+		"ENGINE_MAX_IN_FLIGHT": strconv.Itoa(max(20000, 2*sc.Requests)),
+		"ENGINE_CLAIM_IDLE":    (30*time.Second + 2*sc.EngineDelay).String(),
+		"LOG_LEVEL":            "info",
+	}
+	maps.Copy(engineEnv, t.engineEnv)
+	if e.engine, err = startProc(dir, "engine-sim", t.helperCPUs, t.bins["./cmd/engine-sim"], engineEnv); err != nil {
+		return e, err
+	}
+	if _, err := e.engine.waitLog(ctx, "engine running"); err != nil {
+		return e, err
+	}
+	for i := range max(1, sc.Instances) {
+		svcEnv := map[string]string{
+			"HTTP_ADDR":          "127.0.0.1:0",
+			"REDIS_URL":          redisURL,
+			"JWKS_URL":           t.idp.url,
+			"JWT_ISSUER":         issuer,
+			"JWT_AUDIENCE":       audience,
+			"LOG_LEVEL":          "info",
+			"SHUTDOWN_DELAY":     "0s",
+			"ENGINE_MAX_WAITING": strconv.Itoa(max(20000, 2*sc.Requests)),
+			"INSTANCE_ID":        "lt" + strconv.Itoa(i),
+		}
+		if sc.ReplyStream != "" {
+			svcEnv["ENGINE_REPLY_STREAM"] = sc.ReplyStream
+		}
+		if sc.Coalesce {
+			svcEnv["ENGINE_COALESCE"] = "true"
+		}
+		if sc.ReplyTimeout > 0 {
+			svcEnv["ENGINE_REPLY_TIMEOUT"] = sc.ReplyTimeout.String()
+			svcEnv["SHUTDOWN_TIMEOUT"] = (sc.ReplyTimeout + 10*time.Second).String() // must exceed the reply timeout
+		}
+		if sc.Durable != "" {
+			svcEnv["ENGINE_DURABLE_SEND"] = sc.Durable
+		}
+		maps.Copy(svcEnv, t.serviceEnv)
+		p, err := startProc(dir, "ensure-user-"+strconv.Itoa(i), t.serviceCPUs, t.bins[servicePkg], svcEnv)
+		if err != nil {
+			return e, err
+		}
+		e.services = append(e.services, p)
+	}
+	for _, p := range e.services {
+		l, err := p.waitLog(ctx, "listening")
+		if err != nil {
+			return e, err
+		}
+		a, _ := l["addr"].(string)
+		e.urls = append(e.urls, "http://"+a)
+	}
+	for i, u := range e.urls {
+		if err := waitHTTP(ctx, u+"/readyz", http.StatusOK); err != nil {
+			return e, fmt.Errorf("%s: %w\n%s", e.services[i].name, err, e.services[i].tail(2000))
+		}
+	}
+	return e, nil
+}
+
+// waitReplica waits until a replica is connected to the primary and in sync.
+func waitReplica(ctx context.Context, rc *redisClient) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for {
+		s, err := rc.do(ctx, "INFO", "replication").ToString()
+		if err == nil && strings.Contains(s, "connected_slaves:1") && strings.Contains(s, "state=online") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replica never came online: %w (%v)", ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond): // polling an external process
+		}
+	}
+}
+
+func waitHTTP(ctx context.Context, url string, status int) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var last string
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == status {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s never answered %d (last: %s)", url, status, last)
+		case <-time.After(20 * time.Millisecond): // polling an external process
+		}
+	}
+}
+
+// snapshot is the counters read before and after a run.
+type snapshot struct {
+	at       time.Time
+	services cpuTimes
+	redis    cpuTimes
+	engine   cpuTimes
+	tool     cpuTimes
+	reqAdded int64
+	repAdded int64
+}
+
+func (t *tool) snap(ctx context.Context, e *env, replyKeys []string) (snapshot, error) {
+	s := snapshot{at: time.Now()}
+	var errs []error
+	for _, p := range e.services {
+		c, err := procCPU(strconv.Itoa(p.pid()))
+		errs = append(errs, err)
+		s.services = s.services.add(c)
+	}
+	var err error
+	s.redis, err = procCPU(strconv.Itoa(e.redis.pid()))
+	errs = append(errs, err)
+	s.engine, err = procCPU(strconv.Itoa(e.engine.pid()))
+	errs = append(errs, err)
+	s.tool, err = procCPU("self")
+	errs = append(errs, err)
+	s.reqAdded, err = e.rc.entriesAdded(ctx, requestStream)
+	errs = append(errs, err)
+	for _, k := range replyKeys {
+		n, err := e.rc.entriesAdded(ctx, k)
+		errs = append(errs, err)
+		s.repAdded += n
+	}
+	return s, errors.Join(errs...)
+}
+
+// sampler polls each instance's /metrics and VmRSS while a run lasts.
+type sampler struct {
+	mu         sync.Mutex
+	goroutines int64
+	waiting    int64
+	heap       float64 // MB
+	stack      float64 // MB
+	stop       chan struct{}
+	done       chan struct{}
+}
+
+func startSampler(e *env, every time.Duration) *sampler {
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: newTransport(len(e.urls))}
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			for _, u := range e.urls {
+				m, err := scrape(context.Background(), client, u+"/metrics", "go_goroutines", "ensure_user_requests_waiting",
+					"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes")
+				if err != nil {
+					continue
+				}
+				s.mu.Lock()
+				s.goroutines = max(s.goroutines, int64(m["go_goroutines"]))
+				s.waiting = max(s.waiting, int64(m["ensure_user_requests_waiting"]))
+				s.heap = max(s.heap, m["go_memstats_heap_inuse_bytes"]/(1<<20))
+				s.stack = max(s.stack, m["go_memstats_stack_inuse_bytes"]/(1<<20))
+				s.mu.Unlock()
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *sampler) finish(res *result) {
+	close(s.stop)
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res.PeakGoroutines, res.PeakWaiting = s.goroutines, s.waiting
+	res.PeakHeapMB, res.PeakStackMB = s.heap, s.stack
+}
+
+// runScenario runs sc once against a fresh environment.
+func (t *tool) runScenario(ctx context.Context, sc scenario, rep int) (*result, error) {
+	res := &result{Scenario: sc.Name, Rep: rep, LoadBefore: loadAvg()}
+	dir, err := os.MkdirTemp(t.workDir, sc.Name+"-")
+	if err != nil {
+		return nil, err
+	}
+	e, err := t.start(ctx, sc, dir)
+	defer func() {
+		e.stop()
+		if t.keepLogs {
+			return
+		}
+		_ = os.RemoveAll(dir)
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("%s: start: %w", sc.Name, err)
+	}
+
+	replyKeys := []string{replyStream}
+	if sc.ReplyStream == perInstance {
+		replyKeys = nil
+		for _, p := range e.services {
+			l, err := p.waitLog(ctx, "reply reader started")
+			if err != nil {
+				return nil, err
+			}
+			stream, _ := l["stream"].(string)
+			if strings.Contains(stream, "{instance}") || stream == replyStream {
+				res.Skipped = fmt.Sprintf("per-instance reply streams are not implemented by this build: the reply reader reads %q", stream)
+				return res, nil
+			}
+			replyKeys = append(replyKeys, stream)
+		}
+	}
+
+	// Warm up: every connection the run will use, the Engine's consumer
+	// group, the key set; each answer must be the confirmed one.
+	idle := max(sc.Concurrency, 64) + 16
+	if sc.Kind == "open" {
+		idle = 2048 // keep what a stall opened: no new connections, no SYN queue, mid-run
+	}
+	transport := newTransport(idle)
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport, Timeout: 60 * time.Second}
+	warmN := max(8, min(sc.Concurrency, 256))
+	warmTokens, err := t.idp.mintUsers(fmt.Sprintf("warm-%s-%d", sc.Name, rep), warmN, 2*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	if sc.Kind == "closed" || sc.Kind == "open" {
+		w := closedLoop(ctx, client, e.urls, warmN, warmTokens, time.Minute)
+		if w.tally.outcomes[okOutcome] != int64(warmN) {
+			return nil, fmt.Errorf("%s: warm-up: %w: %v %v", sc.Name, errIncorrect, w.tally.outcomes, w.tally.errors)
+		}
+	} else {
+		w := closedLoop(ctx, client, e.urls, 8, warmTokens[:8], time.Minute)
+		if w.tally.outcomes[okOutcome] != 8 {
+			return nil, fmt.Errorf("%s: warm-up: %w: %v %v", sc.Name, errIncorrect, w.tally.outcomes, w.tally.errors)
+		}
+	}
+
+	tokens := t.tokens
+	if sc.Kind == "burst" {
+		tokens = t.tokens[:sc.Requests]
+		if sc.Coalesce {
+			tokens = t.oneUser[:sc.Requests]
+		}
+	}
+	if err := e.rc.resetStats(ctx); err != nil {
+		return nil, err
+	}
+	before, err := t.snap(ctx, e, replyKeys)
+	if err != nil {
+		return nil, err
+	}
+	every := 500 * time.Millisecond
+	if sc.Kind == "burst" {
+		every = 100 * time.Millisecond
+	}
+	smp := startSampler(e, every)
+	var lr loadResult
+	switch sc.Kind {
+	case "closed":
+		lr = closedLoop(ctx, client, e.urls, sc.Concurrency, tokens, t.duration)
+	case "open":
+		lr = openLoop(ctx, client, e.urls, sc.Rate, tokens, t.duration, 20000)
+	case "burst":
+		lr, err = burst(ctx, e.urls, tokens, 60*time.Second)
+	}
+	smp.finish(res)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", sc.Name, err)
+	}
+	after, err := t.snap(ctx, e, replyKeys)
+	if err != nil {
+		return nil, err
+	}
+	cmds, err := e.rc.commandStats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range e.services {
+		hwm, err := procStatusKB(p.pid(), "VmHWM")
+		if err != nil {
+			return nil, err
+		}
+		res.PeakRSSMB = max(res.PeakRSSMB, float64(hwm)/1024)
+	}
+	t.fill(res, sc, lr, before, after, cmds)
+	res.LoadAfter = loadAvg()
+	return res, nil
+}
+
+// fill computes the figures of res from what the run measured.
+func (t *tool) fill(res *result, sc scenario, lr loadResult, before, after snapshot, cmds map[string]int64) {
+	tl := lr.tally
+	slices.Sort(tl.lat)
+	res.lat = tl.lat
+	res.Requests = int64(len(tl.lat))
+	res.Confirmed = tl.outcomes[okOutcome]
+	res.Status, res.Outcomes, res.Problems = tl.status, tl.outcomes, tl.errors
+	res.Exhausted, res.Missed = lr.exhausted, lr.missed
+	res.Seconds = lr.elapsed.Seconds()
+	if res.Seconds > 0 {
+		res.RPS = float64(res.Requests) / res.Seconds
+	}
+	ms := func(q float64) float64 {
+		if len(tl.lat) == 0 {
+			return 0
+		}
+		i := min(len(tl.lat)-1, int(q*float64(len(tl.lat))))
+		return float64(tl.lat[i]) / float64(time.Millisecond)
+	}
+	res.P50, res.P90, res.P99, res.P999 = ms(0.50), ms(0.90), ms(0.99), ms(0.999)
+	if len(tl.lat) > 0 {
+		res.Max = float64(tl.lat[len(tl.lat)-1]) / float64(time.Millisecond)
+	}
+	n := float64(max(1, res.Requests))
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / n }
+	svc := after.services.sub(before.services)
+	res.ServiceCPU, res.ServiceUser, res.ServiceSys = us(svc.total()), us(svc.user), us(svc.sys)
+	res.RedisCPU = us(after.redis.sub(before.redis).total())
+	res.EngineCPU = us(after.engine.sub(before.engine).total())
+	res.ToolCPU = us(after.tool.sub(before.tool).total())
+
+	res.Commands = cmds
+	res.ServiceXadd = after.reqAdded - before.reqAdded
+	res.EngineXadd = after.repAdded - before.repAdded
+	res.XaddPerRequest = float64(res.ServiceXadd) / n
+	res.XreadPerRequest = float64(cmds["xread"]) / n
+	res.OtherServiceCmds = map[string]int64{}
+	res.BackgroundCmds = map[string]int64{}
+	for c, calls := range cmds {
+		switch {
+		case c == "xadd", c == "xread", sender(c) != "service":
+		case float64(calls) <= maxBackgroundPerSecond*res.Seconds && float64(calls) < maxBackgroundPerRequest*n:
+			// Rare, time-driven commands (the bus's upkeep and backlog
+			// checks, a readiness PING): not per request.
+			res.BackgroundCmds[c] = calls
+		default:
+			res.OtherServiceCmds[c] = calls
+		}
+	}
+	if extra := cmds["xadd"] - res.ServiceXadd - res.EngineXadd; extra != 0 {
+		res.OtherServiceCmds["xadd (unattributed)"] = extra
+	}
+	if sc.Durable != "" && cmds["wait"] == 0 && cmds["waitaof"] == 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("ENGINE_DURABLE_SEND=%s sent no WAIT/WAITAOF: the bus of this build does not implement it", sc.Durable))
+	}
+	if lr.exhausted {
+		res.Notes = append(res.Notes, "the token pool ran out before the duration: raise -max-rate")
+	}
+	if sc.Kind == "burst" && res.PeakWaiting < int64(sc.Requests) {
+		res.Notes = append(res.Notes, fmt.Sprintf("at most %d requests were seen waiting at once (sampled every 100 ms)", res.PeakWaiting))
+	}
+}
+
+// workDirFor returns a directory for the logs of scenario runs.
+func workDirFor(out string) (string, error) {
+	d := filepath.Join(out, "logs")
+	return d, os.MkdirAll(d, 0o755)
+}
