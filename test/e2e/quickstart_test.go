@@ -44,19 +44,13 @@ func TestQuickStart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	var curlLine string
 	err := mk.WaitOutput(ctx, func(out string, _ []map[string]any) bool {
-		for _, l := range strings.Split(out, "\n") {
-			if strings.HasPrefix(l, "curl ") {
-				curlLine = l
-				return true
-			}
-		}
-		return false
+		return strings.Contains(out, "\ncurl ")
 	})
 	if err != nil {
 		t.Fatalf("no curl line in the banner: %v\n%s", err, mk.Output())
 	}
+	curlLine := bannerCurl(t, mk.Output())
 	for _, want := range []string{"NOT FOR PRODUCTION", "listening", "redis     embedded", "identity  embedded", "engine    embedded", "dev token for"} {
 		if !strings.Contains(mk.Output(), want) {
 			t.Errorf("banner lacks %q", want)
@@ -138,4 +132,93 @@ func TestDevRefusesANonLoopbackAddress(t *testing.T) {
 	if code, err := p.Wait(ctx); err != nil || code != 2 || !strings.Contains(p.Output(), "--insecure-bind") {
 		t.Fatalf("exit %d, %v:\n%s", code, err, p.Output())
 	}
+}
+
+// TestDevUsesRealPartsWhenConfigured: each embedded part of dev mode is
+// replaced by the real one just by setting its variable.
+func TestDevUsesRealPartsWhenConfigured(t *testing.T) {
+	t.Parallel()
+	bin := testenv.BuildBinary(t, "./cmd/ensure-user")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	t.Run("real Redis, embedded Engine", func(t *testing.T) {
+		r := testenv.StartRedis(t)
+		p := testenv.Start(t, bin, map[string]string{"HOME": t.TempDir(), "HTTP_ADDR": "127.0.0.1:0", "REDIS_URL": r.URL()}, "dev")
+		waitBanner(ctx, t, p)
+		if out := p.Output(); !strings.Contains(out, "redis     real: redis://127.0.0.1:") || !strings.Contains(out, "engine    embedded") {
+			t.Fatalf("banner:\n%s", out)
+		}
+		line := bannerCurl(t, p.Output())
+		if body := runPrintedRequest(t, line); body != bodyConfirmed {
+			t.Fatalf("got %s", body)
+		}
+		if n, _ := r.MustDo(ctx, "XLEN", "engine:requests").AsInt64(); n != 1 {
+			t.Errorf("the real Redis holds %d commands, want 1", n)
+		}
+		if ok, _ := r.MustDo(ctx, "SISMEMBER", "engine:requests:users", "dev-user-1").AsInt64(); ok != 1 {
+			t.Error("the embedded Engine did not record the user in the real Redis")
+		}
+	})
+
+	t.Run("real Redis, IdP and Engine", func(t *testing.T) {
+		r := testenv.StartRedis(t)
+		key := testenv.NewJWKSKey(t, "ES256", "real-1")
+		idp := testenv.NewJWKSServer(t, key)
+		p := testenv.Start(t, bin, map[string]string{
+			"HOME": t.TempDir(), "HTTP_ADDR": "127.0.0.1:0", "REDIS_URL": r.URL(), "ENGINE_EMBEDDED": "false",
+			"JWKS_URL": idp.URL + "/jwks.json", "JWT_ISSUER": issuer, "JWT_AUDIENCE": audience,
+			"ENGINE_REPLY_TIMEOUT": "500ms",
+		}, "dev")
+		url := waitBanner(ctx, t, p)
+		out := p.Output()
+		for _, want := range []string{"redis     real", "identity  real: " + idp.URL, "engine    real"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("banner lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(out, "dev token") {
+			t.Error("a banner without the embedded key offers a dev token")
+		}
+		claims := testenv.TokenClaims(time.Now(), issuer, audience)
+		claims["sub"], claims["email"] = "real-user", "real@example.com"
+		req, _ := http.NewRequest(http.MethodPost, url+endpoint, nil)
+		req.Header.Set("Authorization", "Bearer "+key.MintToken(t, claims))
+		resp, body := testenv.Do(t, http.DefaultClient, req)
+		if resp.StatusCode != 202 || string(body) != bodyInitiated {
+			t.Fatalf("no Engine runs: got %d %s, want 202", resp.StatusCode, body)
+		}
+		if n, _ := r.MustDo(ctx, "XLEN", "engine:requests").AsInt64(); n != 1 {
+			t.Errorf("the real Redis holds %d commands, want 1", n)
+		}
+	})
+}
+
+// waitBanner waits for the dev banner and returns the service's URL.
+func waitBanner(ctx context.Context, t *testing.T, p *testenv.Process) string {
+	t.Helper()
+	var url string
+	err := p.WaitOutput(ctx, func(out string, _ []map[string]any) bool {
+		m := regexp.MustCompile(`listening (http://127\.0\.0\.1:\d+)`).FindStringSubmatch(out)
+		if m != nil && strings.Contains(out, "  engine ") {
+			url = m[1]
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("no banner: %v\n%s", err, p.Output())
+	}
+	return url
+}
+
+func bannerCurl(t *testing.T, out string) string {
+	t.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "curl ") {
+			return l
+		}
+	}
+	t.Fatalf("no curl line in:\n%s", out)
+	return ""
 }
