@@ -65,6 +65,18 @@ func BenchmarkVerifyCached(b *testing.B) {
 	})
 }
 
+// splitSignature returns a compact JWS's signing input and its decoded
+// signature, for the raw signature checks.
+func splitSignature(tb testing.TB, tok string) (input, sig []byte) {
+	tb.Helper()
+	dot := strings.LastIndexByte(tok, '.')
+	sig, err := base64.RawURLEncoding.DecodeString(tok[dot+1:])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return []byte(tok[:dot]), sig
+}
+
 // BenchmarkRawSignature is the floor: hash the signing input and verify the
 // already decoded signature with the standard library alone.
 func BenchmarkRawSignature(b *testing.B) {
@@ -72,12 +84,7 @@ func BenchmarkRawSignature(b *testing.B) {
 	for _, alg := range []string{"RS256", "ES256", "EdDSA"} {
 		key := benchKeys(b)[alg]
 		tok := key.MintToken(b, r.claims())
-		dot := strings.LastIndexByte(tok, '.')
-		input := []byte(tok[:dot])
-		sig, err := base64.RawURLEncoding.DecodeString(tok[dot+1:])
-		if err != nil {
-			b.Fatal(err)
-		}
+		input, sig := splitSignature(b, tok)
 		b.Run(alg, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

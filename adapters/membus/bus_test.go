@@ -15,6 +15,7 @@ import (
 	"github.com/ensure-user/ensure-user/internal/refengine"
 	"github.com/ensure-user/ensure-user/ports"
 	"github.com/ensure-user/ensure-user/test/contract"
+	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -85,7 +86,7 @@ func TestReferenceEngineAnswers(t *testing.T) {
 	if err := bus.Ready(t.Context()); err != nil {
 		t.Errorf("Ready = %v", err)
 	}
-	if got := metric(t, reg, "ensure_user_engine_commands_sent_total"); got != 2 {
+	if got := testenv.Metric(t, reg, "ensure_user_engine_commands_sent_total"); got != 2 {
 		t.Errorf("commands sent = %v, want 2", got)
 	}
 }
@@ -148,14 +149,14 @@ func TestMetricsCountReplies(t *testing.T) {
 	}
 	<-repliesA
 	for result, want := range map[string]float64{"delivered": 1, "late": 2, "unknown": 1, "malformed": 1} {
-		if got := metric(t, reg, "ensure_user_engine_replies_total", "result", result); got != want {
+		if got := testenv.Metric(t, reg, "ensure_user_engine_replies_total", "result", result); got != want {
 			t.Errorf("replies{result=%q} = %v, want %v", result, got, want)
 		}
 	}
-	if got := metric(t, reg, "ensure_user_engine_waiting"); got != 0 {
+	if got := testenv.Metric(t, reg, "ensure_user_engine_waiting"); got != 0 {
 		t.Errorf("waiting = %v", got)
 	}
-	if got := metric(t, reg, "ensure_user_engine_reader_connected"); got != 1 {
+	if got := testenv.Metric(t, reg, "ensure_user_engine_reader_connected"); got != 1 {
 		t.Errorf("reader connected = %v, want 1 while open", got)
 	}
 }
@@ -189,37 +190,4 @@ func TestDuplicateRequestID(t *testing.T) {
 	if _, err := bus.Send(t.Context(), cmd); !errors.Is(err, domain.ErrBusUnavailable) {
 		t.Errorf("second Send of one id = %v, want ErrBusUnavailable", err)
 	}
-}
-
-// metric reads the value of the counter or gauge name whose labels include
-// the given name/value pairs.
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue series
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s%v", name, labels)
-	return 0
 }

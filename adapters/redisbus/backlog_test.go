@@ -40,8 +40,8 @@ func (f *fixture) sendN(t *testing.T, n int) {
 
 func (f *fixture) gaugeIs(t *testing.T, want float64, name string, labels ...string) {
 	t.Helper()
-	eventually(t, 5*time.Second, name+" reaches "+strconv.FormatFloat(want, 'f', -1, 64), func() bool {
-		v, ok := lookupMetric(t, f.reg, name, labels...)
+	testenv.Eventually(t, 5*time.Second, name+" reaches "+strconv.FormatFloat(want, 'f', -1, 64), func() bool {
+		v, ok := testenv.LookupMetric(t, f.reg, name, labels...)
 		return ok && v == want
 	})
 }
@@ -89,21 +89,9 @@ func TestBacklogLagNearsRetention(t *testing.T) {
 	f.gaugeIs(t, 0, backlogGauge, "kind", "lag", "group", "engine")
 
 	r.MustDo(ctx, "XGROUP", "DESTROY", stream, "audit")
-	eventually(t, 5*time.Second, "the audit series is gone", func() bool {
-		mfs, _ := f.reg.Gather()
-		for _, mf := range mfs {
-			if mf.GetName() != backlogGauge {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "group" && l.GetValue() == "audit" {
-						return false
-					}
-				}
-			}
-		}
-		return true
+	testenv.Eventually(t, 5*time.Second, "the audit series is gone", func() bool {
+		_, found := testenv.LookupMetric(t, f.reg, backlogGauge, "group", "audit")
+		return !found
 	})
 }
 

@@ -26,7 +26,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -40,6 +39,7 @@ import (
 
 	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
+	"github.com/ensure-user/ensure-user/internal/backoff"
 	"github.com/ensure-user/ensure-user/internal/protocol"
 	"github.com/ensure-user/ensure-user/internal/protocol/correlate"
 	"github.com/ensure-user/ensure-user/ports"
@@ -437,7 +437,7 @@ func (b *Bus) run(ctx context.Context, firstTry func()) {
 		}
 		if err != nil {
 			b.setConnected(false, err)
-			if !b.backoff(ctx, retry) {
+			if !backoff.Wait(ctx, retry, b.set.backoffMin, b.set.backoffMax) {
 				return
 			}
 			retry++
@@ -483,7 +483,7 @@ func (b *Bus) resolveStart(ctx context.Context, firstTry func()) (string, bool) 
 		}
 		b.setConnected(false, err)
 		firstTry()
-		if !b.backoff(ctx, retry) {
+		if !backoff.Wait(ctx, retry, b.set.backoffMin, b.set.backoffMax) {
 			return "", false
 		}
 	}
@@ -622,25 +622,5 @@ func (b *Bus) setConnected(ok bool, err error) {
 		} else {
 			b.log.Warn("reply reader disconnected: replies wait in the stream until it reconnects", zap.Error(err))
 		}
-	}
-}
-
-// backoff waits before retry number retry+1: not at all the first time, so a
-// killed connection is replaced at once, then doubling from backoffMin up to
-// backoffMax, with jitter so many instances do not reconnect in step. It
-// reports false when ctx ended.
-func (b *Bus) backoff(ctx context.Context, retry int) bool {
-	if retry == 0 {
-		return ctx.Err() == nil
-	}
-	d := min(b.set.backoffMin<<min(retry-1, 16), b.set.backoffMax)
-	d += rand.N(d/4 + 1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }

@@ -230,7 +230,7 @@ func TestRedisKilled(t *testing.T) {
 	r.Kill()
 
 	ctx := testContext(t)
-	eventually(t, 5*time.Second, "reader notices", func() bool { return !f.bus.connected.Load() })
+	testenv.Eventually(t, 5*time.Second, "reader notices", func() bool { return !f.bus.connected.Load() })
 	deadline := time.Now().Add(time.Second)
 	for {
 		start := time.Now()
@@ -279,7 +279,7 @@ func TestRestartResumesFromLastID(t *testing.T) {
 	}
 
 	r.Kill()
-	eventually(t, 5*time.Second, "reader notices", func() bool { return !f.bus.connected.Load() })
+	testenv.Eventually(t, 5*time.Second, "reader notices", func() bool { return !f.bus.connected.Load() })
 	r.Restart()
 	err := f.engine.Reply(testContext(t), protocol.EncodeReply(protocol.Reply{RequestID: cmd.RequestID, Message: "user-1", Status: "ok"}))
 	if err != nil {
@@ -308,7 +308,7 @@ func TestReaderConnectionKilled(t *testing.T) {
 
 	cmd, replies := f.send(t, "user-1")
 	var readerID string
-	eventually(t, 5*time.Second, "reader blocked in XREAD", func() bool {
+	testenv.Eventually(t, 5*time.Second, "reader blocked in XREAD", func() bool {
 		for _, c := range r.RedisClients(ctx) {
 			if c["name"] == ClientName && c["cmd"] == "xread" {
 				readerID = c["id"]
@@ -320,7 +320,7 @@ func TestReaderConnectionKilled(t *testing.T) {
 	r.MustDo(ctx, "CLIENT", "KILL", "ID", readerID)
 	f.answer(t)
 	expectReply(t, replies, cmd.RequestID)
-	eventually(t, 5*time.Second, "xread error counted", func() bool {
+	testenv.Eventually(t, 5*time.Second, "xread error counted", func() bool {
 		return f.metric(t, "ensure_user_redis_errors_total", "op", "xread") >= 1
 	})
 	f.roundTrip(t)
@@ -548,7 +548,7 @@ func TestStalledServer(t *testing.T) {
 	f.roundTrip(t)
 	start := time.Now()
 	r.MustDo(testContext(t), "CLIENT", "PAUSE", "2000", "ALL")
-	eventually(t, 2*time.Second, "reader gives up the stalled read", func() bool { return !f.bus.connected.Load() })
+	testenv.Eventually(t, 2*time.Second, "reader gives up the stalled read", func() bool { return !f.bus.connected.Load() })
 	if elapsed := time.Since(start); elapsed > 1500*time.Millisecond {
 		t.Errorf("reader noticed after %s, want within its deadline (400ms) plus a margin", elapsed)
 	}

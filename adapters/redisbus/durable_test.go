@@ -2,7 +2,6 @@ package redisbus
 
 import (
 	"errors"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +27,7 @@ func startReplica(t *testing.T, master *testenv.Redis) *testenv.Redis {
 	_, port, _ := strings.Cut(master.Addr(), ":")
 	master.MustDo(testContext(t), "CONFIG", "SET", "repl-diskless-sync-delay", "0") // not 5 s
 	replica := testenv.StartRedis(t, testenv.WithRedisArgs("--replicaof", "127.0.0.1", port))
-	eventually(t, 10*time.Second, "replica in sync", func() bool {
+	testenv.Eventually(t, 10*time.Second, "replica in sync", func() bool {
 		s, err := replica.Do(testContext(t), "INFO", "replication").ToString()
 		if err != nil || infoField(s, "master_link_status") != "up" {
 			return false
@@ -37,28 +36,6 @@ func startReplica(t *testing.T, master *testenv.Redis) *testenv.Redis {
 		return err == nil && strings.Contains(infoField(s, "slave0"), "state=online")
 	})
 	return replica
-}
-
-// serverVersion returns r's redis_version.
-func serverVersion(t *testing.T, r *testenv.Redis) string {
-	t.Helper()
-	s, err := r.MustDo(testContext(t), "INFO", "server").ToString()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return infoField(s, "redis_version")
-}
-
-// versionAtLeast reports whether a "major.minor.patch" version is at least
-// major.minor.
-func versionAtLeast(version string, major, minor int) bool {
-	parts := strings.SplitN(version, ".", 3)
-	if len(parts) < 2 {
-		return false
-	}
-	ma, err1 := strconv.Atoi(parts[0])
-	mi, err2 := strconv.Atoi(parts[1])
-	return err1 == nil && err2 == nil && (ma > major || (ma == major && mi >= minor))
 }
 
 // TestDurableReplica: with a replica in sync, Send returns once the command
@@ -106,7 +83,7 @@ func TestDurableReplica(t *testing.T) {
 	if got := f.metric(t, "ensure_user_engine_commands_sent_total"); got != 2 {
 		t.Errorf("sent = %v, want 2 (the unproven command is in the stream)", got)
 	}
-	eventually(t, 5*time.Second, "the reply counts as late", func() bool { return f.replies(t, "late") == 1 })
+	testenv.Eventually(t, 5*time.Second, "the reply counts as late", func() bool { return f.replies(t, "late") == 1 })
 	if got := f.replies(t, "unknown"); got != 0 {
 		t.Errorf("unknown = %v, want 0", got)
 	}
@@ -120,7 +97,7 @@ func TestDurableRedisDown(t *testing.T) {
 	r.SkipIfEmbedded(t, "WAIT needs a real server to mean anything")
 	f := newFixture(t, r, durable(config.DurableReplica, 200*time.Millisecond))
 	r.Kill()
-	eventually(t, 5*time.Second, "reader notices", func() bool { return !f.bus.connected.Load() })
+	testenv.Eventually(t, 5*time.Second, "reader notices", func() bool { return !f.bus.connected.Load() })
 	deadline := time.Now().Add(2 * time.Second)
 	for {
 		start := time.Now()
@@ -147,8 +124,8 @@ func TestDurableAOFRefusedOnOldRedis(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t, testenv.WithRedisPersistence())
 	r.SkipIfEmbedded(t, "COMMAND INFO")
-	v := serverVersion(t, r)
-	if versionAtLeast(v, 7, 2) {
+	v := r.Version(testContext(t))
+	if testenv.VersionAtLeast(v, 7, 2) {
 		t.Skipf("redis-server %s has WAITAOF: TestDurableAOF covers it", v)
 	}
 	cfg := engineConfig(t)
@@ -167,13 +144,13 @@ func TestDurableAOFCheckedOnceRedisIsUp(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
 	r.SkipIfEmbedded(t, "COMMAND INFO")
-	if v := serverVersion(t, r); versionAtLeast(v, 7, 2) {
+	if v := r.Version(testContext(t)); testenv.VersionAtLeast(v, 7, 2) {
 		t.Skipf("redis-server %s has WAITAOF", v)
 	}
 	r.Kill()
 	f := newIdleFixture(t, r, durable(config.DurableAOF, 100*time.Millisecond))
 	r.Restart()
-	eventually(t, 5*time.Second, "Ready names WAITAOF", func() bool {
+	testenv.Eventually(t, 5*time.Second, "Ready names WAITAOF", func() bool {
 		err := f.bus.Ready(testContext(t))
 		return errors.Is(err, domain.ErrBusUnavailable) && strings.Contains(err.Error(), "WAITAOF")
 	})
@@ -188,7 +165,7 @@ func TestDurableAOF(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t, testenv.WithRedisPersistence())
 	r.SkipIfEmbedded(t, "WAITAOF")
-	if v := serverVersion(t, r); !versionAtLeast(v, 7, 2) {
+	if v := r.Version(testContext(t)); !testenv.VersionAtLeast(v, 7, 2) {
 		t.Skipf("WAITAOF needs Redis >= 7.2; this redis-server is %s (TestDurableAOFRefusedOnOldRedis checks the refusal)", v)
 	}
 	f := newFixture(t, r, durable(config.DurableAOF, 500*time.Millisecond))
@@ -232,7 +209,7 @@ func TestInfoField(t *testing.T) {
 	if got := infoField(info, "missing"); got != "" {
 		t.Errorf("missing = %q", got)
 	}
-	if !versionAtLeast("7.2.4", 7, 2) || versionAtLeast("7.0.15", 7, 2) || !versionAtLeast("8.0.0", 7, 2) || versionAtLeast("x", 7, 2) {
-		t.Error("versionAtLeast")
+	if !testenv.VersionAtLeast("7.2.4", 7, 2) || testenv.VersionAtLeast("7.0.15", 7, 2) || !testenv.VersionAtLeast("8.0.0", 7, 2) || testenv.VersionAtLeast("x", 7, 2) {
+		t.Error("VersionAtLeast")
 	}
 }

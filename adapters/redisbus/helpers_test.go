@@ -125,49 +125,7 @@ func dial(t testing.TB, url string) rueidis.Client {
 
 func (f *fixture) metric(t *testing.T, name string, labels ...string) float64 {
 	t.Helper()
-	return metric(t, f.reg, name, labels...)
-}
-
-// metric reads the value of the counter or gauge name whose labels include
-// the given name/value pairs.
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	v, ok := lookupMetric(t, reg, name, labels...)
-	if !ok {
-		t.Fatalf("no metric %s%v", name, labels)
-	}
-	return v
-}
-
-// lookupMetric is metric for a series that may not exist yet.
-func lookupMetric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) (float64, bool) {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue series
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue(), true
-			}
-			return m.GetGauge().GetValue(), true
-		}
-	}
-	return 0, false
+	return testenv.Metric(t, f.reg, name, labels...)
 }
 
 func (f *fixture) replies(t *testing.T, result string) float64 {
@@ -261,19 +219,6 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-// eventually polls cond until it holds, for state that changes on its own
-// (a process dying, a reconnect), with no event to wait on.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // redisEngine is a test Engine over Redis: it reads the request stream with
 // its own client and writes replies with XADD.
 type redisEngine struct {
@@ -362,7 +307,7 @@ func (f *fixture) sendUntil(t *testing.T, userID string) (domain.Command, <-chan
 		cmd     domain.Command
 		replies <-chan domain.Reply
 	)
-	eventually(t, 5*time.Second, "Send succeeds again", func() bool {
+	testenv.Eventually(t, 5*time.Second, "Send succeeds again", func() bool {
 		var err error
 		cmd = newCommand(userID)
 		replies, err = f.bus.Send(testContext(t), cmd)

@@ -102,7 +102,7 @@ func TestPerInstanceStreamExpiresAfterCrash(t *testing.T) {
 		t.Fatal("the stream expired while its instance ran")
 	}
 	closeClient() // the "crash": no heartbeat, no clean stop can reach Redis
-	eventually(t, 3*time.Second, "the stream expires", func() bool { return !exists(t, r, stream) })
+	testenv.Eventually(t, 3*time.Second, "the stream expires", func() bool { return !exists(t, r, stream) })
 }
 
 // TestPerInstanceStreamRecreated: the stream vanishes under a running
@@ -118,7 +118,7 @@ func TestPerInstanceStreamRecreated(t *testing.T) {
 	f.roundTrip(t)
 	stream := f.cfg.ReplyStreamName()
 	r.MustDo(testContext(t), "DEL", stream)
-	eventually(t, 3*time.Second, "the stream is recreated", func() bool { return exists(t, r, stream) })
+	testenv.Eventually(t, 3*time.Second, "the stream is recreated", func() bool { return exists(t, r, stream) })
 	if ttl, _ := r.MustDo(testContext(t), "PTTL", stream).AsInt64(); ttl <= 0 {
 		t.Errorf("recreated stream has PTTL %d, want an expiry", ttl)
 	}
@@ -139,12 +139,12 @@ func TestPerInstanceStreamNotRecreatable(t *testing.T) {
 	stream := f.cfg.ReplyStreamName()
 	r.MustDo(ctx, "DEL", stream)
 	r.MustDo(ctx, "SET", stream, "squatter")
-	eventually(t, 3*time.Second, "Ready fails", func() bool {
+	testenv.Eventually(t, 3*time.Second, "Ready fails", func() bool {
 		err := f.bus.Ready(ctx)
 		return errors.Is(err, domain.ErrBusUnavailable) && strings.Contains(err.Error(), "could not be recreated")
 	})
 	r.MustDo(ctx, "DEL", stream)
-	eventually(t, 3*time.Second, "Ready recovers", func() bool { return f.bus.Ready(ctx) == nil })
+	testenv.Eventually(t, 3*time.Second, "Ready recovers", func() bool { return f.bus.Ready(ctx) == nil })
 	f.roundTrip(t)
 }
 
@@ -167,7 +167,7 @@ func TestPerInstanceStreamTrimmed(t *testing.T) {
 	}
 	time.Sleep(5 * time.Millisecond) // the next reply's id is a few ms later
 	f.roundTrip(t)
-	eventually(t, 3*time.Second, "old replies trimmed", func() bool {
+	testenv.Eventually(t, 3*time.Second, "old replies trimmed", func() bool {
 		n, _ := r.MustDo(ctx, "XLEN", stream).AsInt64()
 		return n < 150
 	})

@@ -35,12 +35,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/ensure-user/ensure-user/adapters/redisbus"
 	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/internal/buildinfo"
 	"github.com/ensure-user/ensure-user/internal/enginesim"
+	"github.com/ensure-user/ensure-user/internal/zaplog"
 )
 
 // exitUsage is the status for a bad command line or setting.
@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, env config.Lookup, stderr io.Writer
 	if err != nil {
 		return usageError{fmt.Errorf("invalid configuration:\n%w", err)}
 	}
-	log, err := newLogger(s.log)
+	log, err := zaplog.New(s.log)
 	if err != nil {
 		return usageError{err}
 	}
@@ -216,26 +216,6 @@ func load(lookup config.Lookup) (settings, error) {
 		}
 	}
 	return s, errors.Join(errs...)
-}
-
-// newLogger builds a zap logger in the service's format (app.NewLogger),
-// without importing the service's composition root: JSON or console on
-// stderr, ISO 8601 timestamps, no sampling.
-func newLogger(cfg config.Log) (*zap.Logger, error) {
-	level, err := zapcore.ParseLevel(cfg.Level)
-	if err != nil {
-		return nil, fmt.Errorf("LOG_LEVEL: %w", err)
-	}
-	zc := zap.NewProductionConfig()
-	zc.Sampling = nil
-	zc.Level = zap.NewAtomicLevelAt(level)
-	zc.EncoderConfig.TimeKey = "ts"
-	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-	zc.Encoding = cfg.Format
-	if cfg.Format == "console" {
-		zc.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
-	}
-	return zc.Build()
 }
 
 // serveMetrics serves reg on addr at /metrics until the returned stop is

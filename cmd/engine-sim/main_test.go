@@ -34,20 +34,11 @@ func TestBinary(t *testing.T) {
 	ctx := testContext(t)
 	prefix := fmt.Sprintf("bin:%d", rand.Int64())
 	requests, replies := prefix+":requests", prefix+":replies"
-	p := testenv.Start(t, testenv.BuildBinary(t, "./cmd/engine-sim"), map[string]string{
-		"REDIS_URL":             r.URL(),
+	p := testenv.StartEngineSim(t, r.URL(), map[string]string{ // waits for "engine running" and "metrics listening"
 		"ENGINE_REQUEST_STREAM": requests,
 		"ENGINE_REPLY_STREAM":   replies,
-		"METRICS_ADDR":          "127.0.0.1:0",
 		"LOG_LEVEL":             "debug",
 	})
-	if _, err := p.WaitLog(ctx, "engine running"); err != nil {
-		t.Fatalf("engine-sim did not start: %v", err)
-	}
-	ml, err := p.WaitLog(ctx, "metrics listening")
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	cmd := domain.Command{RequestID: domain.NewRequestID(), User: domain.User{ID: "user-1", Email: "u@example.com"}, SentAt: time.Now()}
 	r.MustDo(ctx, "XADD", requests, "*", protocol.Field, string(protocol.EncodeCommand(cmd, replies)))
@@ -75,7 +66,7 @@ func TestBinary(t *testing.T) {
 		t.Errorf("reply %+v, want ok for user-1", got)
 	}
 
-	metrics := httpGet(t, fmt.Sprintf("http://%s/metrics", ml["addr"]))
+	metrics := httpGet(t, p.MetricsURL)
 	if !strings.Contains(metrics, `engine_sim_commands_total{result="ok"} 1`) {
 		t.Errorf("/metrics does not count the command:\n%s", metrics)
 	}

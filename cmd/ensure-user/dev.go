@@ -18,6 +18,7 @@ import (
 	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/internal/devkit"
 	"github.com/ensure-user/ensure-user/internal/enginesim"
+	"github.com/ensure-user/ensure-user/internal/zaplog"
 )
 
 // Sample identity of the banner's ready-to-paste token.
@@ -37,15 +38,9 @@ func dev(ctx context.Context, args []string, env config.Lookup, stdout, stderr i
 	fs := flag.NewFlagSet("ensure-user dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	insecureBind := fs.Bool("insecure-bind", false, "allow a non-loopback HTTP_ADDR (dev mode is not for production)")
-	lookup, rest, err := config.WithFlags(fs, args, env)
+	lookup, err := parseFlags(fs, args, env)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	if len(rest) > 0 {
-		return usageError{fmt.Errorf("unexpected arguments: %q", rest)}
+		return helpIsNoError(err)
 	}
 	embedEngine := true
 	if v, ok := env("ENGINE_EMBEDDED"); ok {
@@ -119,7 +114,7 @@ func dev(ctx context.Context, args []string, env config.Lookup, stdout, stderr i
 	if err := checkLoopback(cfg.HTTP.Addr, *insecureBind); err != nil {
 		return usageError{err}
 	}
-	log, err := app.NewLogger(cfg.Log)
+	log, err := zaplog.New(cfg.Log)
 	if err != nil {
 		return usageError{err}
 	}
@@ -243,10 +238,7 @@ func devToken(args []string, env config.Lookup, stdout, stderr io.Writer) error 
 	email := fs.String("email", "", "email claim of the token (required)")
 	ttl := fs.Duration("ttl", devTTL, "how long the token stays valid")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
+		return helpIsNoError(usageError{err})
 	}
 	switch {
 	case *userID == "":

@@ -29,6 +29,7 @@ import (
 	"github.com/ensure-user/ensure-user/app"
 	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/internal/buildinfo"
+	"github.com/ensure-user/ensure-user/internal/zaplog"
 )
 
 // exitUsage is the status for a bad command line or configuration.
@@ -82,22 +83,16 @@ func run(ctx context.Context, args []string, env config.Lookup, stdout, stderr i
 func serve(ctx context.Context, args []string, env config.Lookup, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ensure-user serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	lookup, rest, err := config.WithFlags(fs, args, env)
+	lookup, err := parseFlags(fs, args, env)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	if len(rest) > 0 {
-		return usageError{fmt.Errorf("unexpected arguments: %q", rest)}
+		return helpIsNoError(err)
 	}
 	cfg, err := config.Load(lookup)
 	if err != nil {
 		return usageError{fmt.Errorf("invalid configuration:\n%w", err)}
 	}
 	cfg = withInstanceID(cfg)
-	log, err := app.NewLogger(cfg.Log)
+	log, err := zaplog.New(cfg.Log)
 	if err != nil {
 		return usageError{err}
 	}
@@ -123,4 +118,26 @@ func start(ctx context.Context, cfg config.Config, log *zap.Logger) error {
 func withInstanceID(cfg config.Config) config.Config {
 	host, _ := os.Hostname()
 	return cfg.WithInstanceID(host, os.Getpid())
+}
+
+// parseFlags parses args as fs's own flags plus one flag per configuration
+// variable, and returns the lookup in which flags win over the environment.
+func parseFlags(fs *flag.FlagSet, args []string, env config.Lookup) (config.Lookup, error) {
+	lookup, rest, err := config.WithFlags(fs, args, env)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if len(rest) > 0 {
+		return nil, usageError{fmt.Errorf("unexpected arguments: %q", rest)}
+	}
+	return lookup, nil
+}
+
+// helpIsNoError turns the -help request, already answered by the flag
+// package, into success.
+func helpIsNoError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
 }

@@ -40,6 +40,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ensure-user/ensure-user/internal/proc"
 )
 
 // servicePkg is the service's main package.
@@ -231,7 +233,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if need := uint64(o.slowRequests + 1024); nofile < need && slices.Contains(o.scenarios, "slow") {
 		return fmt.Errorf("RLIMIT_NOFILE is %d; the slow scenario needs about %d (ulimit -Hn)", nofile, need)
 	}
-	root, err := moduleRoot()
+	root, err := proc.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -255,7 +257,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		pkgs = pkgs[1:]
 	}
 	fmt.Fprintf(stdout, "loadtest: building %s ...\n", strings.Join(pkgs, " "))
-	if t.bins, err = build(root, filepath.Join(outDir, "bin"), pkgs...); err != nil {
+	if t.bins, err = proc.Build(ctx, root, filepath.Join(outDir, "bin"), pkgs...); err != nil {
 		return err
 	}
 	if o.serviceBin != "" {

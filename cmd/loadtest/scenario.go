@@ -12,7 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/ensure-user/ensure-user/internal/proc"
 )
 
 // Streams the service and engine-sim use by default.
@@ -131,24 +134,24 @@ func (r *result) correct() bool {
 // engine-sim and ensure-user instances.
 type env struct {
 	dir      string
-	redis    *proc
-	replica  *proc
-	engine   *proc
-	services []*proc
+	redis    *proc.Child
+	replica  *proc.Child
+	engine   *proc.Child
+	services []*proc.Child
 	urls     []string
 	rc       *redisClient
 }
 
 func (e *env) stop() {
 	for _, s := range e.services {
-		s.stop(10 * time.Second)
+		_ = s.Stop(syscall.SIGTERM, 10*time.Second)
 	}
-	e.engine.stop(5 * time.Second)
+	_ = e.engine.Stop(syscall.SIGTERM, 5*time.Second)
 	if e.rc != nil {
 		e.rc.close()
 	}
-	e.replica.stop(5 * time.Second)
-	e.redis.stop(5 * time.Second)
+	_ = e.replica.Stop(syscall.SIGTERM, 5*time.Second)
+	_ = e.redis.Stop(syscall.SIGTERM, 5*time.Second)
 }
 
 // start brings up the scenario's processes and waits until every service
@@ -159,7 +162,7 @@ func (t *tool) start(ctx context.Context, sc scenario, dir string) (*env, error)
 		addr string
 		err  error
 	)
-	if e.redis, addr, err = startRedis(dir, "redis", t.helperCPUs); err != nil {
+	if e.redis, addr, err = startRedis(ctx, dir, "redis", t.helperCPUs); err != nil {
 		return e, err
 	}
 	if e.rc, err = dialRedis(addr); err != nil {
@@ -167,7 +170,7 @@ func (t *tool) start(ctx context.Context, sc scenario, dir string) (*env, error)
 	}
 	if sc.Durable == "replica" {
 		host, port, _ := strings.Cut(addr, ":")
-		if e.replica, _, err = startRedis(dir, "redis-replica", t.helperCPUs, "--replicaof", host, port); err != nil {
+		if e.replica, _, err = startRedis(ctx, dir, "redis-replica", t.helperCPUs, "--replicaof", host, port); err != nil {
 			return e, err
 		}
 		if err := waitReplica(ctx, e.rc); err != nil {
@@ -186,7 +189,7 @@ func (t *tool) start(ctx context.Context, sc scenario, dir string) (*env, error)
 	if e.engine, err = startProc(dir, "engine-sim", t.helperCPUs, t.bins["./cmd/engine-sim"], engineEnv); err != nil {
 		return e, err
 	}
-	if _, err := e.engine.waitLog(ctx, "engine running"); err != nil {
+	if _, err := e.engine.WaitLog(ctx, "engine running"); err != nil {
 		return e, err
 	}
 	for i := range max(1, sc.Instances) {
@@ -222,7 +225,7 @@ func (t *tool) start(ctx context.Context, sc scenario, dir string) (*env, error)
 		e.services = append(e.services, p)
 	}
 	for _, p := range e.services {
-		l, err := p.waitLog(ctx, "listening")
+		l, err := p.WaitLog(ctx, "listening")
 		if err != nil {
 			return e, err
 		}
@@ -230,8 +233,8 @@ func (t *tool) start(ctx context.Context, sc scenario, dir string) (*env, error)
 		e.urls = append(e.urls, "http://"+a)
 	}
 	for i, u := range e.urls {
-		if err := waitHTTP(ctx, u+"/readyz", http.StatusOK); err != nil {
-			return e, fmt.Errorf("%s: %w\n%s", e.services[i].name, err, e.services[i].tail(2000))
+		if err := waitReady(ctx, u); err != nil {
+			return e, fmt.Errorf("%s: %w\n%s", e.services[i].Name, err, e.services[i].Tail(2000))
 		}
 	}
 	return e, nil
@@ -254,28 +257,11 @@ func waitReplica(ctx context.Context, rc *redisClient) error {
 	}
 }
 
-func waitHTTP(ctx context.Context, url string, status int) error {
+// waitReady waits up to 30 s until the service at url is ready.
+func waitReady(ctx context.Context, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var last string
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == status {
-				return nil
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s never answered %d (last: %s)", url, status, last)
-		case <-time.After(20 * time.Millisecond): // polling an external process
-		}
-	}
+	return proc.WaitHTTP(ctx, url+"/readyz", http.StatusOK)
 }
 
 // snapshot is the counters read before and after a run.
@@ -293,14 +279,14 @@ func (t *tool) snap(ctx context.Context, e *env, replyKeys []string) (snapshot, 
 	s := snapshot{at: time.Now()}
 	var errs []error
 	for _, p := range e.services {
-		c, err := procCPU(strconv.Itoa(p.pid()))
+		c, err := procCPU(strconv.Itoa(p.Pid()))
 		errs = append(errs, err)
 		s.services = s.services.add(c)
 	}
 	var err error
-	s.redis, err = procCPU(strconv.Itoa(e.redis.pid()))
+	s.redis, err = procCPU(strconv.Itoa(e.redis.Pid()))
 	errs = append(errs, err)
-	s.engine, err = procCPU(strconv.Itoa(e.engine.pid()))
+	s.engine, err = procCPU(strconv.Itoa(e.engine.Pid()))
 	errs = append(errs, err)
 	s.tool, err = procCPU("self")
 	errs = append(errs, err)
@@ -334,7 +320,7 @@ func startSampler(e *env, every time.Duration) *sampler {
 		defer tick.Stop()
 		for {
 			for _, u := range e.urls {
-				m, err := scrape(context.Background(), client, u+"/metrics", "go_goroutines", "ensure_user_requests_waiting",
+				m, err := proc.Scrape(context.Background(), client, u+"/metrics", "go_goroutines", "ensure_user_requests_waiting",
 					"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes")
 				if err != nil {
 					continue
@@ -388,7 +374,7 @@ func (t *tool) runScenario(ctx context.Context, sc scenario, rep int) (*result, 
 	if sc.ReplyStream == perInstance {
 		replyKeys = nil
 		for _, p := range e.services {
-			l, err := p.waitLog(ctx, "reply reader started")
+			l, err := p.WaitLog(ctx, "reply reader started")
 			if err != nil {
 				return nil, err
 			}
@@ -468,7 +454,7 @@ func (t *tool) runScenario(ctx context.Context, sc scenario, rep int) (*result, 
 		return nil, err
 	}
 	for _, p := range e.services {
-		hwm, err := procStatusKB(p.pid(), "VmHWM")
+		hwm, err := proc.StatusKB(p.Pid(), "VmHWM")
 		if err != nil {
 			return nil, err
 		}

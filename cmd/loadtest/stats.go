@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -50,64 +47,6 @@ func procCPU(pid string) (cpuTimes, error) {
 	}
 	tick := time.Second / clockTick
 	return cpuTimes{time.Duration(ut) * tick, time.Duration(st) * tick}, nil
-}
-
-// procStatusKB reads a "Key:   123 kB" line of /proc/<pid>/status.
-func procStatusKB(pid int, key string) (int64, error) {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || name != key {
-			continue
-		}
-		fs := strings.Fields(rest)
-		if len(fs) == 0 {
-			break
-		}
-		return strconv.ParseInt(fs[0], 10, 64)
-	}
-	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, key)
-}
-
-// scrape fetches url (a Prometheus text endpoint) and returns the values of
-// the unlabelled series named in want.
-func scrape(ctx context.Context, client *http.Client, url string, want ...string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "text/plain") // the classic text format, not OpenMetrics
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		for _, w := range want {
-			if name == w {
-				if v, err := strconv.ParseFloat(strings.Fields(val)[0], 64); err == nil {
-					out[name] = v
-				}
-			}
-		}
-	}
-	return out, sc.Err()
 }
 
 // redisClient is a small client for the tool's own bookkeeping commands.

@@ -42,10 +42,18 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ensure-user/ensure-user/internal/proc"
 )
 
 // exitUsage is the status for a bad command line.
 const exitUsage = 2
+
+// The main packages the soak builds and runs.
+const (
+	servicePkg = "./cmd/ensure-user"
+	enginePkg  = "./cmd/engine-sim"
+)
 
 // recoveryLimit bounds how long after a Redis restart the service may take
 // to be ready again.
@@ -145,7 +153,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 
 	fmt.Fprintf(stdout, "soak: %s at up to %d req/s from %d clients; Redis restart every %s; sample every %s; warm-up %s\n",
 		o.duration, o.rate, o.workers, o.restartEvery, o.sampleEvery, o.warmup)
-	serviceBin, engineBin, err := build(ctx, dir)
+	root, err := proc.ModuleRoot()
+	if err != nil {
+		return err
+	}
+	bins, err := proc.Build(ctx, root, dir, servicePkg, enginePkg)
 	if err != nil {
 		return err
 	}
@@ -157,7 +169,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 			stops[i]()
 		}
 	}()
-	redisPort, err := freePort()
+	redisPort, err := proc.FreePort()
 	if err != nil {
 		return err
 	}
@@ -165,7 +177,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	if err := redis.start(ctx); err != nil {
 		return fmt.Errorf("redis-server: %w (see %s)", err, filepath.Join(dir, "redis.log"))
 	}
-	stops = append(stops, func() { _ = redis.proc.stop(syscall.SIGTERM, 10*time.Second) })
+	stops = append(stops, func() { _ = redis.proc.Stop(syscall.SIGTERM, 10*time.Second) })
 	id, err := startIdP()
 	if err != nil {
 		return err
@@ -173,18 +185,18 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	stops = append(stops, id.stop)
 	redisURL := "redis://" + redis.addr() + "/0"
 	path := "PATH=" + os.Getenv("PATH")
-	engine, err := startProc("engine-sim", engineBin, filepath.Join(dir, "engine-sim.log"),
+	engine, err := proc.Start("engine-sim", bins[enginePkg], filepath.Join(dir, "engine-sim.log"),
 		[]string{path, "REDIS_URL=" + redisURL, "ENGINE_CLAIM_IDLE=5s"})
 	if err != nil {
 		return err
 	}
-	stops = append(stops, func() { _ = engine.stop(syscall.SIGTERM, 10*time.Second) })
-	httpPort, err := freePort()
+	stops = append(stops, func() { _ = engine.Stop(syscall.SIGTERM, 10*time.Second) })
+	httpPort, err := proc.FreePort()
 	if err != nil {
 		return err
 	}
 	base := "http://127.0.0.1:" + strconv.Itoa(httpPort)
-	svc, err := startProc("ensure-user", serviceBin, filepath.Join(dir, "ensure-user.log"), []string{
+	svc, err := proc.Start("ensure-user", bins[servicePkg], filepath.Join(dir, "ensure-user.log"), []string{
 		path, "HTTP_ADDR=127.0.0.1:" + strconv.Itoa(httpPort), "REDIS_URL=" + redisURL,
 		"JWKS_URL=" + id.url, "JWT_ISSUER=" + issuer, "JWT_AUDIENCE=" + audience,
 		"ENGINE_REPLY_TIMEOUT=2s", "SHUTDOWN_DELAY=0s", "SHUTDOWN_TIMEOUT=10s", "LOG_LEVEL=info",
@@ -192,11 +204,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	stops = append(stops, func() { _ = svc.stop(syscall.SIGKILL, 10*time.Second) })
+	stops = append(stops, func() { _ = svc.Stop(syscall.SIGKILL, 10*time.Second) })
 	probe := &http.Client{Timeout: 5 * time.Second}
 	ready := func() bool { return httpStatus(probe, base+"/readyz") == http.StatusOK }
-	if err := waitFor(ctx, 30*time.Second, ready, svc.exited); err != nil {
-		return fmt.Errorf("ensure-user not ready: %w (see %s)", err, svc.log)
+	if err := proc.WaitFor(ctx, 30*time.Second, ready, svc.Done()); err != nil {
+		return fmt.Errorf("ensure-user not ready: %w (see %s)", err, svc.Log)
 	}
 	mix, err := kinds(id, time.Now().Add(o.duration+10*time.Minute))
 	if err != nil {
@@ -261,7 +273,7 @@ func restarter(ctx context.Context, run, every time.Duration, redis *redisServer
 			// The restart itself runs to its end even when the run ends
 			// meanwhile: Redis must be up for the final checks.
 			if r.err = redis.restart(context.WithoutCancel(ctx), r.signal); r.err == nil {
-				r.err = waitFor(context.WithoutCancel(ctx), recoveryLimit, ready, nil)
+				r.err = proc.WaitFor(context.WithoutCancel(ctx), recoveryLimit, ready, nil)
 			}
 			r.recovery = time.Since(t0)
 			mu.Lock()
@@ -279,7 +291,7 @@ func restarter(ctx context.Context, run, every time.Duration, redis *redisServer
 
 // sampleLoop samples the service every every until ctx ends, printing each
 // sample, and returns them all.
-func sampleLoop(ctx context.Context, w io.Writer, every time.Duration, start time.Time, svc *proc,
+func sampleLoop(ctx context.Context, w io.Writer, every time.Duration, start time.Time, svc *proc.Child,
 	base string, redis *redisServer, c *counts) ([]sample, error) {
 	client := &http.Client{Timeout: 5 * time.Second}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -297,18 +309,24 @@ func sampleLoop(ctx context.Context, w io.Writer, every time.Duration, start tim
 			return out, nil
 		case <-tick.C:
 		}
-		if !svc.running() {
-			return out, fmt.Errorf("ensure-user exited during the soak (%v); see %s", svc.err, svc.log)
+		if !svc.Running() {
+			return out, fmt.Errorf("ensure-user exited during the soak (%v); see %s", svc.Err(), svc.Log)
 		}
-		s := sample{at: time.Since(start).Round(time.Second), answers: map[int]int64{}, redisUp: pong(redis.addr())}
-		rss, err := rssBytes(svc.cmd.Process.Pid)
+		s := sample{at: time.Since(start).Round(time.Second), answers: map[int]int64{}, redisUp: proc.Pong(context.Background(), redis.addr())}
+		rssKB, err := proc.StatusKB(svc.Pid(), "VmRSS")
 		if err != nil {
 			return out, err
 		}
-		s.rssMiB = rss / (1 << 20)
-		s.fds = openFiles(svc.cmd.Process.Pid)
-		if s.goroutines, err = scrape(client, base+"/metrics", "go_goroutines"); err != nil {
+		s.rssMiB = float64(rssKB) / (1 << 10)
+		s.fds = openFiles(svc.Pid())
+		// Not ctx: the run may end during the scrape, which still counts.
+		m, err := proc.Scrape(context.Background(), client, base+"/metrics", "go_goroutines")
+		if err != nil {
 			return out, fmt.Errorf("scrape go_goroutines: %w", err)
+		}
+		var ok bool
+		if s.goroutines, ok = m["go_goroutines"]; !ok {
+			return out, fmt.Errorf("no go_goroutines in %s/metrics", base)
 		}
 		now, total := time.Now(), c.total.Load()
 		s.perSecond = float64(total-prevTotal) / now.Sub(prevAt).Seconds()
@@ -334,12 +352,12 @@ func sampleLoop(ctx context.Context, w io.Writer, every time.Duration, start tim
 
 // verdict stops the service, prints the summary and returns an error when
 // the run failed.
-func verdict(w io.Writer, o options, samples []sample, rs []restartResult, c *counts, svc *proc) error {
+func verdict(w io.Writer, o options, samples []sample, rs []restartResult, c *counts, svc *proc.Child) error {
 	var problems []string
-	if err := svc.stop(syscall.SIGTERM, 20*time.Second); err != nil {
+	if err := svc.Stop(syscall.SIGTERM, 20*time.Second); err != nil {
 		problems = append(problems, fmt.Sprintf("ensure-user did not stop cleanly on SIGTERM: %v", err))
 	}
-	if b, err := os.ReadFile(svc.log); err != nil {
+	if b, err := os.ReadFile(svc.Log); err != nil {
 		problems = append(problems, err.Error())
 	} else if strings.Contains(string(b), "eyJ") {
 		problems = append(problems, "the service log contains something that looks like a token")

@@ -2,14 +2,12 @@ package enginesim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/redis/rueidis"
 
 	"github.com/ensure-user/ensure-user/internal/protocol"
-	"github.com/ensure-user/ensure-user/internal/refengine"
 	"github.com/ensure-user/ensure-user/test/contract"
 )
 
@@ -75,23 +73,6 @@ func (r runnerResponder) Call(ctx context.Context, request []byte) ([]byte, erro
 func TestUserSetContract(t *testing.T) {
 	srv := realRedis(t)
 	contract.RunEngineResponder(t, func(t *testing.T, mode contract.EngineMode) contract.EngineResponder {
-		var opts []refengine.Option
-		switch mode {
-		case contract.EngineLegacy:
-			opts = append(opts, refengine.WithLegacy())
-		case contract.EngineFailing:
-			opts = append(opts, refengine.WithErrorRatio(1))
-		}
-		return storeResponder{refengine.New(NewUserSet(srv.raw, testConfig(t).RequestStream+":users"), opts...)}
+		return contract.ReferenceEngine(NewUserSet(srv.raw, testConfig(t).RequestStream+":users"), mode)
 	})
-}
-
-type storeResponder struct{ e *refengine.Engine }
-
-func (s storeResponder) Call(ctx context.Context, request []byte) ([]byte, error) {
-	reply, ok := s.e.HandlePayload(ctx, request)
-	if !ok {
-		return nil, errors.New("request cannot be answered")
-	}
-	return reply, nil
 }

@@ -140,7 +140,7 @@ func (e *engine) start() {
 // commands reads engine_sim_commands_total{result}.
 func (e *engine) commands(t testing.TB, result string) int {
 	t.Helper()
-	return int(metric(t, e.reg, "engine_sim_commands_total", "result", result))
+	return int(testenv.Metric(t, e.reg, "engine_sim_commands_total", "result", result))
 }
 
 // handled is the sum of engine_sim_commands_total over results.
@@ -151,39 +151,6 @@ func (e *engine) handled(t testing.TB) int {
 		n += e.commands(t, r)
 	}
 	return n
-}
-
-// metric reads the counter (or histogram sample count) name whose labels
-// include the given name/value pairs.
-func metric(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue series
-				}
-			}
-			if h := m.GetHistogram(); h != nil {
-				return float64(h.GetSampleCount())
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s%v", name, labels)
-	return 0
 }
 
 func testContext(t testing.TB) context.Context {
@@ -346,15 +313,7 @@ func decodeJSON(s string, targets ...any) error {
 // event to wait on, failing the test after 15 s.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 15s: %s", what)
-		}
-		<-tick.C
-	}
+	testenv.Eventually(t, 15*time.Second, what, cond)
 }
 
 // byRequest indexes replies by request id, failing on duplicates.

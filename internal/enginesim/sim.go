@@ -43,7 +43,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -53,6 +52,7 @@ import (
 	"github.com/redis/rueidis"
 	"go.uber.org/zap"
 
+	"github.com/ensure-user/ensure-user/internal/backoff"
 	"github.com/ensure-user/ensure-user/internal/refengine"
 )
 
@@ -191,7 +191,7 @@ func (s *Sim) readLoop(ctx context.Context, out chan<- []outgoing) error {
 			s.log.Warn("redis command failed: retrying with backoff", zap.Error(err))
 			failing = true
 		}
-		if !sleep(ctx, backoff(retry)) {
+		if !backoff.Wait(ctx, retry, backoffMin, backoffMax) {
 			break
 		}
 		retry++
@@ -388,30 +388,4 @@ func (e permanentError) Unwrap() error { return e.err }
 func isNoGroup(err error) bool {
 	var re *rueidis.RedisError
 	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "NOGROUP")
-}
-
-// backoff is the wait before retry number retry+1: none the first time, so a
-// lost connection is replaced at once, then doubling from backoffMin up to
-// backoffMax, with jitter so that instances do not retry in step.
-func backoff(retry int) time.Duration {
-	if retry == 0 {
-		return 0
-	}
-	d := min(backoffMin<<min(retry-1, 16), backoffMax)
-	return d + rand.N(d/4+1)
-}
-
-// sleep waits d, or less when ctx ends; it reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

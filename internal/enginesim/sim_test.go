@@ -37,7 +37,7 @@ func TestRoundTrip(t *testing.T) {
 		if ok, exists := e.commands(t, ResultOK), e.commands(t, ResultExists); ok != 1 || exists != 1 {
 			t.Errorf("commands ok %d exists %d, want 1 and 1", ok, exists)
 		}
-		if n := metric(t, e.reg, "engine_sim_batch_size"); n < 1 {
+		if n := testenv.Metric(t, e.reg, "engine_sim_batch_size"); n < 1 {
 			t.Errorf("batch_size has %v samples, want some", n)
 		}
 	})
@@ -320,7 +320,7 @@ func TestClaimsFromDeadConsumer(t *testing.T) {
 			}
 		}
 		eventually(t, "all acked", func() bool { return srv.pending(cfg) == 0 })
-		if c := metric(t, e.reg, "engine_sim_claimed_total"); c < n {
+		if c := testenv.Metric(t, e.reg, "engine_sim_claimed_total"); c < n {
 			t.Errorf("claimed_total %v, want at least %d", c, n)
 		}
 	})
@@ -374,7 +374,7 @@ func TestRestartResumesOwnPendingList(t *testing.T) {
 		e := startEngine(t, srv, cfg)
 		srv.waitReplies(cfg.ReplyStream, n)
 		eventually(t, "all acked", func() bool { return srv.pending(cfg) == 0 })
-		if c := metric(t, e.reg, "engine_sim_claimed_total"); c != 0 {
+		if c := testenv.Metric(t, e.reg, "engine_sim_claimed_total"); c != 0 {
 			t.Errorf("claimed_total %v, want 0: the own pending list needs no claim", c)
 		}
 	})
@@ -588,7 +588,7 @@ func TestRefusedReplyIsAcked(t *testing.T) {
 		t.Errorf("reply to %s, want %s", r[0].RequestID, later.RequestID)
 	}
 	eventually(t, "both acked", func() bool { return srv.pending(cfg) == 0 })
-	if n := metric(t, e.reg, "engine_sim_redis_errors_total", "op", "xadd"); n != 1 {
+	if n := testenv.Metric(t, e.reg, "engine_sim_redis_errors_total", "op", "xadd"); n != 1 {
 		t.Errorf("xadd errors %v, want 1", n)
 	}
 }

@@ -11,28 +11,9 @@ import (
 	"github.com/ensure-user/ensure-user/test/contract"
 )
 
-// memoryResponder calls the reference Engine in process, through the same
-// encode/decode steps a transport uses.
-type memoryResponder struct{ e *refengine.Engine }
-
-func (m memoryResponder) Call(ctx context.Context, request []byte) ([]byte, error) {
-	reply, ok := m.e.HandlePayload(ctx, request)
-	if !ok {
-		return nil, errors.New("request cannot be answered")
-	}
-	return reply, nil
-}
-
 func TestEngineResponderContract(t *testing.T) {
 	contract.RunEngineResponder(t, func(t *testing.T, mode contract.EngineMode) contract.EngineResponder {
-		var opts []refengine.Option
-		switch mode {
-		case contract.EngineLegacy:
-			opts = append(opts, refengine.WithLegacy())
-		case contract.EngineFailing:
-			opts = append(opts, refengine.WithErrorRatio(1))
-		}
-		return memoryResponder{refengine.New(refengine.NewMemoryStore(), opts...)}
+		return contract.ReferenceEngine(refengine.NewMemoryStore(), mode)
 	})
 }
 

@@ -3,6 +3,7 @@ package contract
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/protocol"
+	"github.com/ensure-user/ensure-user/internal/refengine"
 )
 
 // EngineMode is the behaviour an Engine under test is started with.
@@ -217,4 +219,28 @@ func engineContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// ReferenceEngine is the reference Engine (internal/refengine) on store, in
+// mode, called in process through HandlePayload: the decode and encode steps
+// a transport goes through, without the transport.
+func ReferenceEngine(store refengine.UserStore, mode EngineMode) EngineResponder {
+	var opts []refengine.Option
+	switch mode {
+	case EngineLegacy:
+		opts = append(opts, refengine.WithLegacy())
+	case EngineFailing:
+		opts = append(opts, refengine.WithErrorRatio(1))
+	}
+	return refResponder{refengine.New(store, opts...)}
+}
+
+type refResponder struct{ e *refengine.Engine }
+
+func (r refResponder) Call(ctx context.Context, request []byte) ([]byte, error) {
+	reply, ok := r.e.HandlePayload(ctx, request)
+	if !ok {
+		return nil, errors.New("request cannot be answered")
+	}
+	return reply, nil
 }

@@ -75,7 +75,7 @@ func runAttacks(t *testing.T, withSecret bool) {
 			t.Fatalf("a valid HS256 token with the secret configured: %d %s", status, body)
 		}
 	}
-	engineBefore := s.engine.total()
+	engineBefore := s.engine.Total()
 
 	enc := base64.RawURLEncoding
 	mustJSON := func(v any) []byte {
@@ -195,7 +195,7 @@ func runAttacks(t *testing.T, withSecret bool) {
 	if n := lure.Requests(); n != 0 {
 		t.Errorf("the attacker's jku/x5u server received %d requests, want 0", n)
 	}
-	if n := s.engine.total() - engineBefore; n != 0 {
+	if n := s.engine.Total() - engineBefore; n != 0 {
 		t.Errorf("the attacks sent %d commands to the Engine, want 0", n)
 	}
 	for _, tok := range []string{valid, rsaKey.MintToken(t, claims("ok-rsa-after"))} {

@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -18,9 +17,9 @@ import (
 )
 
 const (
-	endpoint = "/api/v1/auth/ensure-user"
-	issuer   = "https://idp.test/"
-	audience = "ensure-user"
+	endpoint = testenv.EnsurePath
+	issuer   = testenv.Issuer
+	audience = testenv.Audience
 )
 
 // Bodies of the contract, byte for byte.
@@ -40,10 +39,10 @@ const (
 type stack struct {
 	t      *testing.T
 	redis  *testenv.Redis
-	idp    *testenv.JWKSServer
-	key    *testenv.JWKSKey
+	idp    *testenv.IdP
+	key    *testenv.JWKSKey // idp.Key
 	svc    *testenv.Service
-	engine *scriptedEngine
+	engine *testenv.ScriptedEngine
 	client *http.Client
 }
 
@@ -59,52 +58,25 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
 	s := &stack{t: t, client: &http.Client{Timeout: 30 * time.Second}}
 	s.redis = testenv.StartRedis(t, o.redisOpts...)
-	s.key = testenv.NewJWKSKey(t, "ES256", "key-1")
-	s.idp = testenv.NewJWKSServer(t, s.key)
+	s.idp = testenv.NewIdP(t)
+	s.key = s.idp.Key
 	if o.idpDown {
 		s.idp.Fail(http.StatusServiceUnavailable)
 	}
 	if !o.noEngine {
-		s.engine = startScriptedEngine(t, s.redis.Client(), "engine:requests", o.engineDelay)
+		s.engine = testenv.StartScriptedEngine(t, s.redis.Addr(), testenv.WithEngineDelay(o.engineDelay))
 	}
-	env := map[string]string{
-		"REDIS_URL":            s.redis.URL(),
-		"JWKS_URL":             s.idp.URL + "/jwks.json",
-		"JWKS_MIN_REFRESH":     "1s",
-		"JWT_ISSUER":           issuer,
-		"JWT_AUDIENCE":         audience,
-		"ENGINE_REPLY_TIMEOUT": "2s",
-		"SHUTDOWN_TIMEOUT":     "10s",
-	}
-	for k, v := range o.env {
-		env[k] = v
-	}
-	s.svc = testenv.StartService(t, env)
+	s.svc = testenv.StartService(t, s.idp.ServiceEnv(s.redis.URL(), o.env))
 	if !o.idpDown {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := s.svc.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
+		s.svc.RequireReady(t, 30*time.Second)
 	}
-	t.Cleanup(func() { assertNoTokenInLogs(t, s.svc.Output()) })
+	s.svc.FailOnTokenInOutput(t)
 	return s
 }
 
 // token mints a valid ES256 token for user id and email.
 func (s *stack) token(userID, email string, extra ...map[string]any) string {
-	claims := testenv.TokenClaims(time.Now(), issuer, audience)
-	claims["sub"], claims["email"] = userID, email
-	for _, e := range extra {
-		for k, v := range e {
-			if v == nil {
-				delete(claims, k)
-			} else {
-				claims[k] = v
-			}
-		}
-	}
-	return s.key.MintToken(s.t, claims)
+	return s.key.UserToken(s.t, userID, append([]map[string]any{{"email": email}}, extra...)...)
 }
 
 // post calls the endpoint with the given Authorization header ("" for none)
@@ -130,17 +102,6 @@ func (s *stack) ensure(userID string) (int, http.Header, string) {
 	return s.post("Bearer " + s.token(userID, userID+"@example.com"))
 }
 
-// metric reads one sample from /metrics (0 when absent).
-func (s *stack) metric(name string) float64 {
-	s.t.Helper()
-	resp, err := s.client.Get(s.svc.URL + "/metrics")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	return testenv.ScrapeValue(s.t, resp.Body, name)
-}
-
 func expect(t *testing.T, what string, status int, header http.Header, body string, wantStatus int, wantBody string) {
 	t.Helper()
 	if status != wantStatus || body != wantBody {
@@ -148,12 +109,6 @@ func expect(t *testing.T, what string, status int, header http.Header, body stri
 	}
 	if header.Get("Content-Type") != "application/json" || header.Get("Cache-Control") != "no-store" || header.Get("X-Request-ID") == "" {
 		t.Errorf("%s: headers %v lack JSON content type, no-store or X-Request-ID", what, header)
-	}
-}
-
-func assertNoTokenInLogs(t *testing.T, out string) {
-	if strings.Contains(out, "eyJ") {
-		t.Errorf("service output contains something that looks like a JWT")
 	}
 }
 
@@ -221,7 +176,7 @@ func TestContract(t *testing.T) {
 		if status != 200 {
 			t.Fatalf("status %d", status)
 		}
-		cmds := s.engine.commands(id)
+		cmds := s.engine.Commands(id)
 		if len(cmds) != 1 {
 			t.Fatalf("engine saw %d commands for %q, want 1", len(cmds), id)
 		}
@@ -238,7 +193,7 @@ func TestContract(t *testing.T) {
 				t.Fatalf("status %d", status)
 			}
 		}
-		if n := len(s.engine.commands("ok-again")); n != 3 {
+		if n := len(s.engine.Commands("ok-again")); n != 3 {
 			t.Fatalf("engine saw %d commands, want 3", n)
 		}
 	})
@@ -263,7 +218,7 @@ func TestContract(t *testing.T) {
 		if resp, body := testenv.Do(t, s.client, req); resp.StatusCode != 413 {
 			t.Errorf("got %d %s", resp.StatusCode, body)
 		}
-		if n := len(s.engine.commands("ok-body")); n != 0 {
+		if n := len(s.engine.Commands("ok-body")); n != 0 {
 			t.Errorf("refused request sent %d commands", n)
 		}
 	})
@@ -335,7 +290,7 @@ func TestNoCrossTalk(t *testing.T) {
 	if bad > 0 {
 		t.Fatalf("%d of %d requests got another request's answer", bad, n)
 	}
-	if got := s.engine.total(); got != n {
+	if got := s.engine.Total(); got != n {
 		t.Errorf("engine saw %d commands, want %d", got, n)
 	}
 }

@@ -59,7 +59,7 @@ func TestLostReplyWhileReaderIsDisconnected(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := s.engine.waitFor(ctx, "silent-lost"); err != nil {
+	if _, err := s.engine.Await(ctx, "silent-lost"); err != nil {
 		t.Fatal(err)
 	}
 	s.redis.Kill()
@@ -81,28 +81,28 @@ func TestBusyBeyondMaxWaiting(t *testing.T) {
 				t.Errorf("%s: %d %s, want 202", id, status, body)
 			}
 		})
-		if _, err := s.engine.waitFor(ctx, id); err != nil {
+		if _, err := s.engine.Await(ctx, id); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The Engine sees a command as soon as it is in the stream, a moment
 	// before the service counts its XADD as done: wait for the count.
-	for s.metric("ensure_user_engine_commands_sent_total") < 3 {
+	for s.svc.Metric(t, "ensure_user_engine_commands_sent_total") < 3 {
 		if ctx.Err() != nil {
 			t.Fatal("the three sends were never counted")
 		}
 	}
-	sentBefore := s.metric("ensure_user_engine_commands_sent_total")
+	sentBefore := s.svc.Metric(t, "ensure_user_engine_commands_sent_total")
 	status, header, body := s.ensure("ok-busy")
 	expect(t, "busy", status, header, body, 503, bodyBusy)
 	if header.Get("Retry-After") == "" {
 		t.Error("no Retry-After")
 	}
-	if after := s.metric("ensure_user_engine_commands_sent_total"); after != sentBefore {
+	if after := s.svc.Metric(t, "ensure_user_engine_commands_sent_total"); after != sentBefore {
 		t.Errorf("XADDs went from %v to %v for a refused request", sentBefore, after)
 	}
 	wg.Wait()
-	if n := len(s.engine.commands("ok-busy")); n != 0 {
+	if n := len(s.engine.Commands("ok-busy")); n != 0 {
 		t.Errorf("engine received %d commands for the refused request", n)
 	}
 	if status, _, _ := s.ensure("ok-after"); status != 200 {

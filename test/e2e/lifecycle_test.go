@@ -43,12 +43,8 @@ func TestGracefulDrainOnSIGTERM(t *testing.T) {
 			results <- resp.Status
 		})
 	}
-	for s.engine.total() < n { // every request is in flight, its reply delayed
-		select {
-		case <-s.engine.got:
-		case <-ctx.Done():
-			t.Fatalf("only %d of %d commands reached the Engine", s.engine.total(), n)
-		}
+	if err := s.engine.AwaitTotal(ctx, n); err != nil { // every request is in flight, its reply delayed
+		t.Fatalf("only %d of %d commands reached the Engine", s.engine.Total(), n)
 	}
 	s.svc.Signal(syscall.SIGTERM)
 	if err := testenv.WaitHTTP(ctx, s.svc.URL+"/readyz", http.StatusServiceUnavailable); err != nil {

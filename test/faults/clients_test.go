@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
 // TestClientGoneWhileWaiting: a client hangs up while its request waits for
@@ -27,13 +29,13 @@ func TestClientGoneWhileWaiting(t *testing.T) {
 	r := newRig(t, rigOptions{engine: noEngine, env: map[string]string{"ENGINE_REPLY_TIMEOUT": "10s", "SHUTDOWN_TIMEOUT": "15s"}})
 	tok := r.token("gone")
 	ctx, hangUp := context.WithCancel(context.Background())
-	done := make(chan answer, 1)
+	done := make(chan testenv.Answer, 1)
 	go func() { done <- r.post(ctx, r.client, tok) }()
 	if err := poll(10*time.Second, func() bool { return r.xlen(requestStream) == 1 }); err != nil {
 		t.Fatalf("the command never reached the stream: %v", err)
 	}
 	hangUp()
-	if a := <-done; !errors.Is(a.err, context.Canceled) {
+	if a := <-done; !errors.Is(a.Err, context.Canceled) {
 		t.Fatalf("the client did not hang up: %s", a)
 	}
 	r.waitMetric(mClientGone, 5*time.Second, func(v float64) bool { return v == 1 })
@@ -132,8 +134,8 @@ func TestSlowlorisHeadersAreCut(t *testing.T) {
 			served++
 			a := r.ensure("ok-busy-" + strconv.Itoa(served))
 			want(t, "a normal client meanwhile", a, 200, bodyConfirmed)
-			if a.took > time.Second {
-				t.Errorf("a normal client waited %s while slow clients trickled", a.took)
+			if a.Took > time.Second {
+				t.Errorf("a normal client waited %s while slow clients trickled", a.Took)
 			}
 		}
 	}
@@ -217,8 +219,8 @@ func TestTenThousandIdleKeepAliveConnections(t *testing.T) {
 	r.waitReady(5 * time.Second)
 	a := r.ensure("idle-newcomer")
 	want(t, "a new client among 10,000 idle connections", a, 200, bodyConfirmed)
-	if a.took > 2*time.Second {
-		t.Errorf("a new client waited %s", a.took)
+	if a.Took > 2*time.Second {
+		t.Errorf("a new client waited %s", a.Took)
 	}
 	for range 20 {
 		c := conns[rand.N(idle)]

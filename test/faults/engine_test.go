@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ensure-user/ensure-user/internal/protocol"
+	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
 // TestEngineDownBacklogIsProcessedLater: with no Engine reading, every
@@ -36,8 +37,8 @@ func TestEngineDownBacklogIsProcessedLater(t *testing.T) {
 	wg.Wait()
 	for _, a := range got.answers() {
 		want(t, "Engine down", a, 202, bodyInitiated)
-		if a.took > replyTimeout+margin {
-			t.Errorf("waited %s, past the reply timeout %s plus %s", a.took, replyTimeout, margin)
+		if a.Took > replyTimeout+margin {
+			t.Errorf("waited %s, past the reply timeout %s plus %s", a.Took, replyTimeout, margin)
 		}
 	}
 	if sent := r.metric(mSent); sent != n {
@@ -66,7 +67,7 @@ func TestEngineDownBacklogIsProcessedLater(t *testing.T) {
 	if gs.entriesRead >= 0 && gs.entriesRead != n {
 		t.Errorf("the Engine's group read %d entries, want %d", gs.entriesRead, n)
 	}
-	waitScrape(t, r.client, sim.metricsURL, `engine_sim_commands_total{result="ok"}`, 10*time.Second,
+	waitScrape(t, sim.MetricsURL, `engine_sim_commands_total{result="ok"}`, 10*time.Second,
 		func(v float64) bool { return v == n })
 	if users, err := r.redis.MustDo(context.Background(), "SCARD", requestStream+":users").AsInt64(); err != nil || users != n {
 		t.Errorf("the Engine knows %d users (%v), want %d", users, err, n)
@@ -126,24 +127,24 @@ func TestOverloadRefusesBeyondMaxWaiting(t *testing.T) {
 	var lastBusy, firstAccepted time.Time
 	var slowestBusy time.Duration
 	for _, a := range got.answers() {
-		end := a.start.Add(a.took)
+		end := a.Start.Add(a.Took)
 		switch {
-		case a.status == 202 && a.body == bodyInitiated:
+		case a.Status == 202 && a.Body == bodyInitiated:
 			accepted++
 			if firstAccepted.IsZero() || end.Before(firstAccepted) {
 				firstAccepted = end
 			}
-		case a.status == 503 && a.body == bodyBusy:
+		case a.Status == 503 && a.Body == bodyBusy:
 			busy++
 			if end.After(lastBusy) {
 				lastBusy = end
 			}
-			slowestBusy = max(slowestBusy, a.took)
-			if a.header.Get("Retry-After") == "" {
+			slowestBusy = max(slowestBusy, a.Took)
+			if a.Header.Get("Retry-After") == "" {
 				t.Error("busy answer without Retry-After")
 			}
-			if a.took >= replyTimeout { // refused without waiting for any reply
-				t.Errorf("a busy answer took %s, as long as a wait for the Engine", a.took)
+			if a.Took >= replyTimeout { // refused without waiting for any reply
+				t.Errorf("a busy answer took %s, as long as a wait for the Engine", a.Took)
 			}
 		default:
 			t.Errorf("unexpected answer %s", a)
@@ -185,16 +186,16 @@ func TestMisbehavingEngine(t *testing.T) {
 	for _, m := range []string{mDelivered, mLate, mUnknown, mMalformed} {
 		base[m] = r.metric(m)
 	}
-	start := func(userID string) <-chan answer {
+	start := func(userID string) <-chan testenv.Answer {
 		tok := r.token(userID)
-		ch := make(chan answer, 1)
+		ch := make(chan testenv.Answer, 1)
 		go func() { ch <- r.post(context.Background(), r.client, tok) }()
 		return ch
 	}
 	e := r.engine
 
 	dup, crossB, crossC, huge, late := start("dup"), start("cross-b"), start("cross-c"), start("huge"), start("late")
-	reqDup, reqB, reqC, reqHuge, reqLate := e.await(t, "dup"), e.await(t, "cross-b"), e.await(t, "cross-c"), e.await(t, "huge"), e.await(t, "late")
+	reqDup, reqB, reqC, reqHuge, reqLate := r.await(t, "dup"), r.await(t, "cross-b"), r.await(t, "cross-c"), r.await(t, "huge"), r.await(t, "late")
 
 	junk := []struct{ field, value string }{
 		{protocol.Field, "not json{"},
@@ -235,7 +236,7 @@ func TestMisbehavingEngine(t *testing.T) {
 	t.Run("reply stream deleted and recreated with lower ids", func(t *testing.T) {
 		e.Do(t, "DEL", replyStream)
 		rewound := start("rewound")
-		req := e.await(t, "rewound")
+		req := r.await(t, "rewound")
 		reply := protocol.Reply{Function: "createUser", RequestID: req.RequestID, Message: req.UserID, Status: "ok"}
 		e.WriteID(t, replyStream, "1-1", protocol.Field, string(protocol.EncodeReply(reply)))
 		want(t, "reply on the recreated stream", <-rewound, 200, bodyConfirmed)

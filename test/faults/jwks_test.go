@@ -22,9 +22,9 @@ func TestJWKSFaultsKeepTheLastGoodKeySet(t *testing.T) {
 	n := 0
 	fresh := func(key *testenv.JWKSKey) string { // a token no cache has seen
 		n++
-		return mint(t, key, "jwks-"+strconv.Itoa(n), nil)
+		return key.UserToken(t, "jwks-"+strconv.Itoa(n))
 	}
-	post := func(tok string) answer { return r.post(context.Background(), r.client, tok) }
+	post := func(tok string) testenv.Answer { return r.post(context.Background(), r.client, tok) }
 	want(t, "before the faults", post(fresh(r.key)), 200, bodyConfirmed)
 
 	for _, f := range []struct {
@@ -59,7 +59,7 @@ func TestJWKSFaultsKeepTheLastGoodKeySet(t *testing.T) {
 		r.waitMetric(mRefreshOK, 10*time.Second, func(v float64) bool { return v >= ok+2 })
 		a := post(cached)
 		want(t, "a token verified before its key was removed", a, 401, bodyInvalidToken)
-		if h := a.header.Get("WWW-Authenticate"); h != `Bearer error="invalid_token"` {
+		if h := a.Header.Get("WWW-Authenticate"); h != `Bearer error="invalid_token"` {
 			t.Errorf("WWW-Authenticate = %q", h)
 		}
 		want(t, "a new token of the removed key", post(fresh(r.key)), 401, bodyInvalidToken)
@@ -79,7 +79,7 @@ func TestJWKSRotationAcceptedOnFirstRequest(t *testing.T) {
 	next := testenv.NewJWKSKey(t, "ES256", "key-2")
 	r.idp.SetKeys(t, r.key, next)
 	fetches := r.idp.Requests()
-	want(t, "first token of the new key", r.post(context.Background(), r.client, mint(t, next, "rot-new", nil)), 200, bodyConfirmed)
+	want(t, "first token of the new key", r.post(context.Background(), r.client, next.UserToken(t, "rot-new")), 200, bodyConfirmed)
 	if got := r.idp.Requests() - fetches; got != 1 {
 		t.Errorf("the rotation cost %d key set fetches, want 1", got)
 	}

@@ -16,6 +16,21 @@ import (
 // race detector and a loaded CI machine; it is not a performance target.
 const margin = 2 * time.Second
 
+// answeredInTime fails t unless a is an answer (not a transport error: the
+// request hung or failed) within replyTimeout plus margin, and reports
+// whether it is an answer at all.
+func answeredInTime(t *testing.T, a testenv.Answer, replyTimeout time.Duration) bool {
+	t.Helper()
+	if a.Err != nil {
+		t.Errorf("request hung or failed: %s", a)
+		return false
+	}
+	if a.Took > replyTimeout+margin {
+		t.Errorf("request waited %s, past its reply timeout %s plus %s", a.Took, replyTimeout, margin)
+	}
+	return true
+}
+
 // traffic sends requests from workers goroutines, at most one per interval
 // in all, each with the next of tokens, until stop is called or the tokens
 // run out; answers collects what came back.
@@ -58,14 +73,14 @@ func startTraffic(r *rig, tokens []string, workers int, interval time.Duration) 
 }
 
 // Stop stops the traffic and waits for the answers in flight.
-func (tr *traffic) Stop() []answer {
+func (tr *traffic) Stop() []testenv.Answer {
 	tr.stop()
 	tr.wg.Wait()
 	return tr.answers.answers()
 }
 
 // waitAnswers waits until cond accepts the answers so far.
-func (tr *traffic) waitAnswers(t *testing.T, what string, timeout time.Duration, cond func([]answer) bool) {
+func (tr *traffic) waitAnswers(t *testing.T, what string, timeout time.Duration, cond func([]testenv.Answer) bool) {
 	t.Helper()
 	if err := poll(timeout, func() bool { return cond(tr.answers.answers()) }); err != nil {
 		t.Fatalf("%s: %v (answers so far: %v)", what, err, countBy(tr.answers.answers()))
@@ -73,7 +88,7 @@ func (tr *traffic) waitAnswers(t *testing.T, what string, timeout time.Duration,
 }
 
 // count counts the answers that match.
-func count(as []answer, match func(answer) bool) int {
+func count(as []testenv.Answer, match func(testenv.Answer) bool) int {
 	n := 0
 	for _, a := range as {
 		if match(a) {
@@ -100,51 +115,47 @@ func TestRedisKilledMidTraffic(t *testing.T) {
 	})
 	tr := startTraffic(r, r.tokens("kill", 1500), 4, 10*time.Millisecond)
 	defer tr.Stop()
-	confirmed := func(a answer) bool { return a.status == http.StatusOK }
-	tr.waitAnswers(t, "traffic before the kill", 30*time.Second, func(as []answer) bool { return count(as, confirmed) >= 20 })
+	confirmed := func(a testenv.Answer) bool { return a.Status == http.StatusOK }
+	tr.waitAnswers(t, "traffic before the kill", 30*time.Second, func(as []testenv.Answer) bool { return count(as, confirmed) >= 20 })
 
 	killedAt := time.Now()
 	r.redis.Kill()
 	r.waitNotReady(5 * time.Second)
 	downSince := killedAt.Add(250 * time.Millisecond) // the service has noticed by then
-	duringOutage := func(a answer) bool { return a.start.After(downSince) }
-	tr.waitAnswers(t, "traffic while Redis is down", 30*time.Second, func(as []answer) bool { return count(as, duringOutage) >= 20 })
+	duringOutage := func(a testenv.Answer) bool { return a.Start.After(downSince) }
+	tr.waitAnswers(t, "traffic while Redis is down", 30*time.Second, func(as []testenv.Answer) bool { return count(as, duringOutage) >= 20 })
 
 	restartAt := time.Now()
 	r.redis.Restart()
 	r.waitReady(15 * time.Second)
 	recoveredAt := time.Now()
-	tr.waitAnswers(t, "traffic after the restart", 30*time.Second, func(as []answer) bool {
-		return count(as, func(a answer) bool { return a.status == http.StatusOK && a.start.After(recoveredAt) }) >= 20
+	tr.waitAnswers(t, "traffic after the restart", 30*time.Second, func(as []testenv.Answer) bool {
+		return count(as, func(a testenv.Answer) bool { return a.Status == http.StatusOK && a.Start.After(recoveredAt) }) >= 20
 	})
 	answers := tr.Stop()
 	r.assertAlive()
 
-	var down []answer
+	var down []testenv.Answer
 	for _, a := range answers {
-		if a.err != nil {
-			t.Errorf("request hung or failed: %s", a)
+		if !answeredInTime(t, a, replyTimeout) {
 			continue
 		}
-		if a.took > replyTimeout+margin {
-			t.Errorf("request waited %s, past its reply timeout %s plus %s", a.took, replyTimeout, margin)
-		}
 		switch {
-		case a.status == 200 && a.body == bodyConfirmed, a.status == 202 && a.body == bodyInitiated,
-			a.status == 502 && a.body == bodyEngineFailed, a.status == 503 && a.body == bodyNotSent:
+		case a.Status == 200 && a.Body == bodyConfirmed, a.Status == 202 && a.Body == bodyInitiated,
+			a.Status == 502 && a.Body == bodyEngineFailed, a.Status == 503 && a.Body == bodyNotSent:
 		default:
 			t.Errorf("unexpected answer %s", a)
 		}
-		if a.start.After(downSince) && a.start.Add(a.took).Before(restartAt) {
+		if a.Start.After(downSince) && a.Start.Add(a.Took).Before(restartAt) {
 			down = append(down, a)
 		}
 	}
 	for _, a := range down {
-		if a.status != 503 || a.body != bodyNotSent || a.header.Get("Retry-After") == "" {
+		if a.Status != 503 || a.Body != bodyNotSent || a.Header.Get("Retry-After") == "" {
 			t.Errorf("while Redis was down: %s, want 503 not sent with Retry-After", a)
 		}
-		if a.took >= time.Second { // sanity bound: refused at once, not after a timeout
-			t.Errorf("while Redis was down a request took %s, want well under a second", a.took)
+		if a.Took >= time.Second { // sanity bound: refused at once, not after a timeout
+			t.Errorf("while Redis was down a request took %s, want well under a second", a.Took)
 		}
 	}
 	if len(down) < 10 {
@@ -191,12 +202,12 @@ func TestReplyReachesItsWaiterAcrossARedisRestart(t *testing.T) {
 	// waiting starts a request for userID and returns once its command is
 	// sent - in the stream, and its XADD acknowledged to the service - with
 	// the command and the channel of its answer.
-	waiting := func(t *testing.T, userID string) (protocol.Request, <-chan answer) {
+	waiting := func(t *testing.T, userID string) (protocol.Request, <-chan testenv.Answer) {
 		tok := r.token(userID)
 		sent := r.metric(mSent)
-		ch := make(chan answer, 1)
+		ch := make(chan testenv.Answer, 1)
 		go func() { ch <- r.post(context.Background(), r.client, tok) }()
-		req := r.engine.await(t, userID)
+		req := r.await(t, userID)
 		r.waitMetric(mSent, 5*time.Second, func(v float64) bool { return v == sent+1 })
 		return req, ch
 	}
@@ -207,8 +218,8 @@ func TestReplyReachesItsWaiterAcrossARedisRestart(t *testing.T) {
 		r.waitMetric(mReaderUp, 5*time.Second, func(v float64) bool { return v == 0 })
 		a := <-done
 		want(t, "timeout with the reader disconnected", a, 502, bodyEngineFailed)
-		if a.took < replyTimeout || a.took > replyTimeout+margin {
-			t.Errorf("answered after %s, want after the reply timeout %s", a.took, replyTimeout)
+		if a.Took < replyTimeout || a.Took > replyTimeout+margin {
+			t.Errorf("answered after %s, want after the reply timeout %s", a.Took, replyTimeout)
 		}
 		lateBefore := r.metric(mLate)
 		r.engine.Reply(t, req, "ok") // written while the service cannot read
@@ -233,8 +244,8 @@ func TestReplyReachesItsWaiterAcrossARedisRestart(t *testing.T) {
 		r.proxy.Resume()
 		a := <-done
 		want(t, "reply written while the reader was reconnecting", a, 200, bodyConfirmed)
-		if a.took > replyTimeout {
-			t.Errorf("took %s", a.took)
+		if a.Took > replyTimeout {
+			t.Errorf("took %s", a.Took)
 		}
 		r.waitReady(15 * time.Second)
 		if d := r.metric(mDelivered); d != delivered+1 {
@@ -272,14 +283,10 @@ func TestRedisPaused(t *testing.T) {
 	}
 	answers := got.answers()
 	for _, a := range answers {
-		if a.err != nil {
-			t.Errorf("request hung or failed: %s", a)
+		if !answeredInTime(t, a, replyTimeout) {
 			continue
 		}
-		if a.took > replyTimeout+margin {
-			t.Errorf("request waited %s, past its reply timeout %s plus %s", a.took, replyTimeout, margin)
-		}
-		if a.status != 502 && a.status != 503 && a.status != 200 && a.status != 202 {
+		if a.Status != 502 && a.Status != 503 && a.Status != 200 && a.Status != 202 {
 			t.Errorf("unexpected answer %s", a)
 		}
 	}
@@ -312,7 +319,7 @@ func TestRedisBlackholed(t *testing.T) {
 	want(t, "before the blackhole", r.ensure("hole-before"), 200, bodyConfirmed)
 
 	r.proxy.Blackhole()
-	var answers []answer
+	var answers []testenv.Answer
 	for round := range 3 { // the first round meets the open connections, later ones new connections too
 		var (
 			got collect
@@ -326,14 +333,10 @@ func TestRedisBlackholed(t *testing.T) {
 	}
 	r.waitNotReady(10 * time.Second)
 	for _, a := range answers {
-		if a.err != nil {
-			t.Errorf("request hung or failed: %s", a)
+		if !answeredInTime(t, a, replyTimeout) {
 			continue
 		}
-		if a.took > replyTimeout+margin {
-			t.Errorf("request waited %s, past its reply timeout %s plus %s", a.took, replyTimeout, margin)
-		}
-		if !(a.status == 502 && a.body == bodyEngineFailed) && !(a.status == 503 && a.body == bodyNotSent) {
+		if !(a.Status == 502 && a.Body == bodyEngineFailed) && !(a.Status == 503 && a.Body == bodyNotSent) {
 			t.Errorf("unexpected answer %s", a)
 		}
 	}

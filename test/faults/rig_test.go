@@ -12,26 +12,23 @@ package faults
 
 import (
 	"context"
-	"fmt"
-	"io"
+	"maps"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/rueidis"
 
+	"github.com/ensure-user/ensure-user/internal/proc"
 	"github.com/ensure-user/ensure-user/internal/protocol"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
 const (
-	endpoint      = "/api/v1/auth/ensure-user"
-	issuer        = "https://idp.test/"
-	audience      = "ensure-user"
-	requestStream = "engine:requests"
+	endpoint      = testenv.EnsurePath
+	requestStream = testenv.RequestStream
 	replyStream   = "engine:replies"
 )
 
@@ -67,7 +64,7 @@ type engineKind int
 const (
 	noEngine     engineKind = iota // nobody reads the request stream
 	simEngine                      // the engine-sim binary
-	scriptEngine                   // a scriptedEngine the test drives
+	scriptEngine                   // a testenv.ScriptedEngine the test drives
 )
 
 // rigOptions configure newRig.
@@ -83,10 +80,10 @@ type rig struct {
 	t      *testing.T
 	redis  *testenv.Redis
 	proxy  *proxy // nil unless viaProxy
-	idp    *testenv.JWKSServer
-	key    *testenv.JWKSKey
+	idp    *testenv.IdP
+	key    *testenv.JWKSKey // idp.Key
 	svc    *testenv.Service
-	engine *scriptedEngine // with scriptEngine
+	engine *testenv.ScriptedEngine // with scriptEngine
 	client *http.Client
 }
 
@@ -95,8 +92,8 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	r := &rig{t: t, client: &http.Client{Timeout: 30 * time.Second}}
 	r.redis = testenv.StartRedis(t, o.redisOpts...)
 	r.redis.SkipIfEmbedded(t, "kills, pauses and restarts a real server")
-	r.key = testenv.NewJWKSKey(t, "ES256", "key-1")
-	r.idp = testenv.NewJWKSServer(t, r.key)
+	r.idp = testenv.NewIdP(t)
+	r.key = r.idp.Key
 	redisURL := r.redis.URL()
 	if o.viaProxy {
 		r.proxy = startProxy(t, r.redis.Addr())
@@ -106,49 +103,18 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	case simEngine:
 		startEngineSim(t, r.redis.URL(), nil)
 	case scriptEngine:
-		r.engine = startScriptedEngine(t, r.redis.Addr())
+		// Straight to Redis, never through the proxy.
+		r.engine = testenv.StartScriptedEngine(t, r.redis.Addr())
 	}
-	env := map[string]string{
-		"REDIS_URL":            redisURL,
-		"JWKS_URL":             r.idp.URL,
-		"JWKS_MIN_REFRESH":     "1s",
-		"JWT_ISSUER":           issuer,
-		"JWT_AUDIENCE":         audience,
-		"ENGINE_REPLY_TIMEOUT": "2s",
-		"SHUTDOWN_TIMEOUT":     "10s",
-	}
-	for k, v := range o.env {
-		env[k] = v
-	}
-	r.svc = testenv.StartService(t, env)
+	r.svc = testenv.StartService(t, r.idp.ServiceEnv(redisURL, o.env))
 	r.waitReady(30 * time.Second)
-	t.Cleanup(func() {
-		if out := r.svc.Output(); strings.Contains(out, "eyJ") {
-			t.Errorf("service output contains something that looks like a JWT")
-		}
-	})
+	r.svc.FailOnTokenInOutput(t)
 	return r
 }
 
 // token mints a valid token for userID (email userID@example.com).
 func (r *rig) token(userID string) string {
-	return mint(r.t, r.key, userID, nil)
-}
-
-// mint returns a token signed by key for userID, with extra claims (nil
-// values delete a claim).
-func mint(t *testing.T, key *testenv.JWKSKey, userID string, extra map[string]any) string {
-	t.Helper()
-	c := testenv.TokenClaims(time.Now(), issuer, audience)
-	c["sub"], c["email"] = userID, userID+"@example.com"
-	for k, v := range extra {
-		if v == nil {
-			delete(c, k)
-		} else {
-			c[k] = v
-		}
-	}
-	return key.MintToken(t, c)
+	return r.key.UserToken(r.t, userID)
 }
 
 // tokens mints n valid tokens for users prefix-0 … prefix-(n-1).
@@ -160,70 +126,27 @@ func (r *rig) tokens(prefix string, n int) []string {
 	return out
 }
 
-// answer is one HTTP exchange as a test sees it.
-type answer struct {
-	status int
-	header http.Header
-	body   string
-	start  time.Time
-	took   time.Duration
-	err    error // transport error; status is 0
-}
-
-func (a answer) String() string {
-	if a.err != nil {
-		return fmt.Sprintf("error after %s: %v", a.took.Round(time.Millisecond), a.err)
-	}
-	return fmt.Sprintf("%d %s after %s", a.status, a.body, a.took.Round(time.Millisecond))
-}
-
 // post calls the endpoint with a bearer token. It is safe to call from any
 // goroutine: it never stops the test, and validates the answer against
 // api/openapi.yaml with t.Errorf.
-func (r *rig) post(ctx context.Context, client *http.Client, token string) answer {
-	return post(ctx, r.t, client, r.svc.URL, token)
-}
-
-func post(ctx context.Context, t *testing.T, client *http.Client, base, token string) answer {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+endpoint, nil)
-	if err != nil {
-		return answer{err: err}
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	a := answer{start: time.Now()}
-	resp, err := client.Do(req)
-	if err != nil {
-		a.took, a.err = time.Since(a.start), err
-		return a
-	}
-	b, err := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	a.took = time.Since(a.start)
-	if err != nil {
-		a.err = err
-		return a
-	}
-	a.status, a.header, a.body = resp.StatusCode, resp.Header, string(b)
-	testenv.CheckOpenAPI(t, req, resp.StatusCode, resp.Header, b)
-	return a
+func (r *rig) post(ctx context.Context, client *http.Client, token string) testenv.Answer {
+	return testenv.Ensure(ctx, r.t, client, r.svc.URL, token)
 }
 
 // ensure calls the endpoint for userID from the test goroutine.
-func (r *rig) ensure(userID string) answer {
+func (r *rig) ensure(userID string) testenv.Answer {
 	r.t.Helper()
 	a := r.post(context.Background(), r.client, r.token(userID))
-	if a.err != nil {
-		r.t.Fatalf("ensure %s: %v", userID, a.err)
+	if a.Err != nil {
+		r.t.Fatalf("ensure %s: %v", userID, a.Err)
 	}
 	return a
 }
 
 // want fails the test unless a has the given status and body.
-func want(t *testing.T, what string, a answer, status int, body string) {
+func want(t *testing.T, what string, a testenv.Answer, status int, body string) {
 	t.Helper()
-	if a.err != nil || a.status != status || a.body != body {
+	if a.Err != nil || a.Status != status || a.Body != body {
 		t.Fatalf("%s: got %s, want %d %s", what, a, status, body)
 	}
 }
@@ -231,31 +154,21 @@ func want(t *testing.T, what string, a answer, status int, body string) {
 // metric reads one series from the service's /metrics (0 when absent).
 func (r *rig) metric(series string) float64 {
 	r.t.Helper()
-	return scrape(r.t, r.client, r.svc.URL+"/metrics", series)
-}
-
-func scrape(t *testing.T, client *http.Client, url, series string) float64 {
-	t.Helper()
-	resp, err := client.Get(url)
-	if err != nil {
-		t.Fatalf("scrape %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	return testenv.ScrapeValue(t, resp.Body, series)
+	return r.svc.Metric(r.t, series)
 }
 
 // waitMetric polls series until cond accepts its value, or fails the test
 // after timeout. Metrics have no change event, so polling is the only way.
 func (r *rig) waitMetric(series string, timeout time.Duration, cond func(float64) bool) float64 {
 	r.t.Helper()
-	return waitScrape(r.t, r.client, r.svc.URL+"/metrics", series, timeout, cond)
+	return waitScrape(r.t, r.svc.URL+"/metrics", series, timeout, cond)
 }
 
-func waitScrape(t *testing.T, client *http.Client, url, series string, timeout time.Duration, cond func(float64) bool) float64 {
+func waitScrape(t *testing.T, url, series string, timeout time.Duration, cond func(float64) bool) float64 {
 	t.Helper()
 	var v float64
 	err := poll(timeout, func() bool {
-		v = scrape(t, client, url, series)
+		v = testenv.Scrape(t, url, series)
 		return cond(v)
 	})
 	if err != nil {
@@ -268,28 +181,13 @@ func waitScrape(t *testing.T, client *http.Client, url, series string, timeout t
 // after timeout. For conditions outside the test process, which send no
 // events.
 func poll(timeout time.Duration, cond func() bool) error {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			return fmt.Errorf("not within %s", timeout)
-		case <-tick.C:
-		}
-	}
-	return nil
+	return proc.WaitFor(context.Background(), timeout, cond, nil)
 }
 
 // waitReady waits until /readyz answers 200.
 func (r *rig) waitReady(timeout time.Duration) {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if err := r.svc.WaitReady(ctx); err != nil {
-		r.t.Fatalf("the service is not ready: %v", err)
-	}
+	r.svc.RequireReady(r.t, timeout)
 }
 
 // waitNotReady waits until /readyz answers 503.
@@ -427,79 +325,51 @@ func logsWith(p *testenv.Process, msg string) []map[string]any {
 	return out
 }
 
-// engineSim is a running engine-sim binary.
-type engineSim struct {
-	*testenv.Process
-	metricsURL string
-}
-
 // startEngineSim runs the engine-sim binary on redisURL with env over fast
-// defaults, and waits until its metrics listen.
-func startEngineSim(t *testing.T, redisURL string, env map[string]string) *engineSim {
+// defaults, and waits until it runs.
+func startEngineSim(t *testing.T, redisURL string, env map[string]string) *testenv.EngineSim {
 	t.Helper()
-	e := map[string]string{
-		"REDIS_URL":         redisURL,
-		"METRICS_ADDR":      "127.0.0.1:0",
-		"ENGINE_READ_BLOCK": "200ms",
-		"ENGINE_CLAIM_IDLE": "2s",
-	}
-	for k, v := range env {
-		e[k] = v
-	}
-	p := testenv.Start(t, testenv.BuildBinary(t, "./cmd/engine-sim"), e)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	l, err := p.WaitLog(ctx, "metrics listening")
-	if err != nil {
-		t.Fatalf("engine-sim did not start: %v\n%s", err, p.Output())
-	}
-	addr, _ := l["addr"].(string)
-	return &engineSim{Process: p, metricsURL: "http://" + addr + "/metrics"}
+	e := map[string]string{"ENGINE_READ_BLOCK": "200ms", "ENGINE_CLAIM_IDLE": "2s"}
+	maps.Copy(e, env)
+	return testenv.StartEngineSim(t, redisURL, e)
 }
 
-// newRedisClient returns a client of the test's own for addr that connects
-// lazily and again after every loss, closed at cleanup. Unlike
-// testenv.Redis.Client it survives Kill and Restart, for goroutines.
-func newRedisClient(t *testing.T, addr string) rueidis.Client {
+// await waits until the scripted Engine has read a command for userID and
+// returns it.
+func (r *rig) await(t *testing.T, userID string) protocol.Request {
 	t.Helper()
-	c, err := rueidis.NewClient(rueidis.ClientOption{
-		InitAddress:       []string{addr},
-		DisableCache:      true,
-		ForceSingleClient: true,
-		DisableRetry:      true,
-		AlwaysPipelining:  true,
-		Dialer:            netDialer(),
-	})
-	if c == nil {
-		t.Fatalf("redis client: %v", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := r.engine.Await(ctx, userID)
+	if err != nil {
+		t.Fatalf("the Engine never read a command for %q", userID)
 	}
-	t.Cleanup(c.Close)
-	return c
+	return req
 }
 
 // collect gathers answers from concurrent requests.
 type collect struct {
 	mu  sync.Mutex
-	all []answer
+	all []testenv.Answer
 }
 
-func (c *collect) add(a answer) {
+func (c *collect) add(a testenv.Answer) {
 	c.mu.Lock()
 	c.all = append(c.all, a)
 	c.mu.Unlock()
 }
 
-func (c *collect) answers() []answer {
+func (c *collect) answers() []testenv.Answer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]answer(nil), c.all...)
+	return append([]testenv.Answer(nil), c.all...)
 }
 
 // countBy counts answers by status (0 for transport errors).
-func countBy(as []answer) map[int]int {
+func countBy(as []testenv.Answer) map[int]int {
 	m := map[int]int{}
 	for _, a := range as {
-		m[a.status]++
+		m[a.Status]++
 	}
 	return m
 }

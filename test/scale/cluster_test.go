@@ -37,8 +37,8 @@ var failoverEngine = map[string]string{"ENGINE_CLAIM_IDLE": "2s"}
 func TestCluster(t *testing.T) {
 	t.Parallel()
 	c := testenv.StartCluster(t)
-	p := newIDP(t)
-	engine := startEngine(t, c.URL(), failoverEngine)
+	p := testenv.NewIdP(t)
+	engine := testenv.StartEngineSim(t, c.URL(), failoverEngine)
 	timeout := failoverTimeout.String()
 	a := startService(t, p, c.URL(), map[string]string{
 		"INSTANCE_ID": "cluster-a", "ENGINE_REPLY_STREAM": "engine:replies:{instance}", "ENGINE_REPLY_TIMEOUT": timeout,
@@ -65,19 +65,19 @@ func TestCluster(t *testing.T) {
 		for i, svc := range []*testenv.Service{a, b} {
 			wg.Go(func() {
 				user := "silent-" + string(rune('a'+i))
-				token, err := p.tokenFor(user)
+				token, err := tokenFor(p.Key, user)
 				if err != nil {
 					t.Error(err)
 					return
 				}
 				got := post(ctx, t, newHTTPClient(1), svc.URL, token)
-				if got.err != nil || got.status != http.StatusAccepted || got.body != bodyInitiated {
-					t.Errorf("%s with no Engine: %d %s %v, want 202 initiated", user, got.status, got.body, got.err)
+				if got.Err != nil || got.Status != http.StatusAccepted || got.Body != bodyInitiated {
+					t.Errorf("%s with no Engine: %d %s %v, want 202 initiated", user, got.Status, got.Body, got.Err)
 				}
 			})
 		}
 		wg.Wait()
-		engine = startEngine(top, c.URL(), failoverEngine) // answers the two commands, late
+		engine = testenv.StartEngineSim(top, c.URL(), failoverEngine) // answers the two commands, late
 	})
 
 	t.Run("failover", func(t *testing.T) {

@@ -25,7 +25,7 @@ const (
 )
 
 // mintAll mints a token for every user, on every core.
-func mintAll(t *testing.T, p idp, users []string) []string {
+func mintAll(t *testing.T, p *testenv.IdP, users []string) []string {
 	t.Helper()
 	tokens := make([]string, len(users))
 	errs := make([]error, len(users))
@@ -34,7 +34,7 @@ func mintAll(t *testing.T, p idp, users []string) []string {
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < len(users); i += workers {
-				tokens[i], errs[i] = p.tokenFor(users[i])
+				tokens[i], errs[i] = tokenFor(p.Key, users[i])
 			}
 		})
 	}
@@ -59,7 +59,7 @@ func mintAll(t *testing.T, p idp, users []string) []string {
 // instance's stream, a SIGKILL leaves one that expires within
 // ReplyStreamTTL. It runs alone (not parallel): the burst takes every core.
 func TestManyInstances(t *testing.T) {
-	p := newIDP(t)
+	p := testenv.NewIdP(t)
 	users := make([]string, burst)
 	for i := range users {
 		users[i] = fmt.Sprintf("user-%04d", i)
@@ -75,7 +75,7 @@ func TestManyInstances(t *testing.T) {
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			r := testenv.StartRedis(t)
-			startEngine(t, r.URL(), map[string]string{
+			testenv.StartEngineSim(t, r.URL(), map[string]string{
 				"ENGINE_LEGACY": "true", "ENGINE_REPLY_DELAY": "0s", "ENGINE_REPLY_DELAY_MAX": burstEngine,
 			})
 			svcs := make([]*testenv.Service, instances)
@@ -117,10 +117,10 @@ func TestManyInstances(t *testing.T) {
 				burst, instances, summary(answers), elapsed.Round(time.Millisecond), float64(burst)/elapsed.Seconds(), raceEnabled)
 
 			for _, a := range answers {
-				validate(t, a)
-				if a.err != nil || a.status != http.StatusOK || a.body != bodyConfirmed {
+				a.Check(t)
+				if a.Err != nil || a.Status != http.StatusOK || a.Body != bodyConfirmed {
 					t.Errorf("%s via instance %d: %d %s %v; want 200 confirmed (a reply meant for another user gives 202)",
-						a.user, a.svc, a.status, a.body, a.err)
+						a.user, a.svc, a.Status, a.Body, a.Err)
 				}
 			}
 			if n, _ := r.MustDo(ctx, "SCARD", "engine:requests:users").AsInt64(); n != burst {
@@ -130,7 +130,7 @@ func TestManyInstances(t *testing.T) {
 			sum := func(series string) float64 {
 				total := 0.0
 				for _, s := range svcs {
-					total += metric(t, s, series)
+					total += s.Metric(t, series)
 				}
 				return total
 			}
@@ -147,7 +147,7 @@ func TestManyInstances(t *testing.T) {
 			}
 			if mode.perInstance {
 				for i, s := range svcs {
-					if got := metric(t, s, unknown); got != 0 {
+					if got := s.Metric(t, unknown); got != 0 {
 						t.Errorf("instance %d: unknown = %v, want 0 on its own stream", i, got)
 					}
 				}
@@ -160,7 +160,7 @@ func TestManyInstances(t *testing.T) {
 				return sum(unknown) == want
 			})
 			for i, s := range svcs {
-				t.Logf("instance %d: unknown = %v", i, metric(t, s, unknown))
+				t.Logf("instance %d: unknown = %v", i, s.Metric(t, unknown))
 			}
 		})
 	}
@@ -224,20 +224,14 @@ func TestDurableAOFRefusedByService(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t, testenv.WithRedisPersistence())
 	r.SkipIfEmbedded(t, "COMMAND INFO")
-	info, _ := r.MustDo(context.Background(), "INFO", "server").ToString()
-	version := ""
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
-			version = v
-		}
-	}
-	if versionAtLeast(version, 7, 2) {
+	version := r.Version(context.Background())
+	if testenv.VersionAtLeast(version, 7, 2) {
 		t.Skipf("redis-server %s has WAITAOF: nothing to refuse", version)
 	}
-	p := newIDP(t)
+	p := testenv.NewIdP(t)
 	proc := testenv.Start(t, testenv.BuildBinary(t, "./cmd/ensure-user"), map[string]string{
-		"HTTP_ADDR": "127.0.0.1:0", "REDIS_URL": r.URL(), "JWKS_URL": p.srv.URL + "/jwks.json",
-		"JWT_ISSUER": issuer, "JWT_AUDIENCE": audience, "ENGINE_DURABLE_SEND": "aof",
+		"HTTP_ADDR": "127.0.0.1:0", "REDIS_URL": r.URL(), "JWKS_URL": p.URL,
+		"JWT_ISSUER": testenv.Issuer, "JWT_AUDIENCE": testenv.Audience, "ENGINE_DURABLE_SEND": "aof",
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -250,18 +244,6 @@ func TestDurableAOFRefusedByService(t *testing.T) {
 		t.Fatalf("exit %d, output:\n%s\nwant a non-zero exit naming WAITAOF and Redis %s", code, out, version)
 	}
 	t.Logf("exit %d: %s", code, lastLine(out))
-}
-
-// versionAtLeast reports whether a "major.minor.patch" version is at least
-// major.minor.
-func versionAtLeast(version string, major, minor int) bool {
-	parts := strings.SplitN(version, ".", 3)
-	if len(parts) < 2 {
-		return false
-	}
-	ma, err1 := strconv.Atoi(parts[0])
-	mi, err2 := strconv.Atoi(parts[1])
-	return err1 == nil && err2 == nil && (ma > major || (ma == major && mi >= minor))
 }
 
 func lastLine(s string) string {

@@ -17,8 +17,8 @@ import (
 func TestSentinel(t *testing.T) {
 	t.Parallel()
 	s := testenv.StartSentinel(t)
-	p := newIDP(t)
-	startEngine(t, s.URL(), failoverEngine)
+	p := testenv.NewIdP(t)
+	testenv.StartEngineSim(t, s.URL(), failoverEngine)
 	svc := startService(t, p, s.URL(), map[string]string{
 		"INSTANCE_ID": "sentinel-a", "ENGINE_REPLY_STREAM": "engine:replies:{instance}",
 		"ENGINE_REPLY_TIMEOUT": failoverTimeout.String(),

@@ -11,11 +11,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ensure-user/ensure-user/internal/proc"
 )
 
 var (
@@ -27,11 +28,11 @@ var (
 // ModuleRoot returns the directory of the repository's go.mod.
 func ModuleRoot(t testing.TB) string {
 	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	root, err := proc.ModuleRoot()
 	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
+		t.Fatal(err)
 	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
+	return root
 }
 
 // BuildBinary builds the main package pkg (e.g. "./cmd/ensure-user") once per
@@ -259,26 +260,5 @@ func (s *Service) WaitReady(ctx context.Context) error {
 
 // WaitHTTP polls url every 20 ms until it answers status or ctx ends.
 func WaitHTTP(ctx context.Context, url string, status int) error {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	var last string
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode == status {
-				return nil
-			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s never answered %d (last: %s): %w", url, status, last, ctx.Err())
-		case <-tick.C:
-		}
-	}
+	return proc.WaitHTTP(ctx, url, status)
 }

@@ -4,10 +4,8 @@
 package testenv
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -20,6 +18,8 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/rueidis"
+
+	"github.com/ensure-user/ensure-user/internal/proc"
 )
 
 // RequireRealRedisEnv, set to 1 (CI does), turns the embedded miniredis
@@ -77,9 +77,9 @@ type Redis struct {
 	clientE error
 }
 
-// StartRedis starts a redis-server for t with `--port N --bind 127.0.0.1
-// --save "" --appendonly no` and a temporary --dir, plus opts, waits until it
-// answers PING, and stops it at cleanup.
+// StartRedis starts a redis-server for t with proc.RedisArgs (a free
+// loopback port, no persistence) and a temporary --dir, plus opts, waits
+// until it answers PING, and stops it at cleanup.
 func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 	t.Helper()
 	var c redisConfig
@@ -90,8 +90,6 @@ func StartRedis(t testing.TB, opts ...RedisOption) *Redis {
 		c.dir = t.TempDir()
 	}
 	r := &Redis{t: t, dir: c.dir, keep: c.persist}
-	r.args = []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", r.dir,
-		"--daemonize", "no", "--logfile", ""}
 	if c.persist {
 		r.args = append(r.args, "--appendonly", "yes", "--appendfsync", "always")
 	}
@@ -259,12 +257,38 @@ func (r *Redis) RedisCommandCalls(ctx context.Context, cmd string) int64 {
 	return 0
 }
 
+// Version is the server's redis_version, from INFO server.
+func (r *Redis) Version(ctx context.Context) string {
+	r.t.Helper()
+	s, err := r.MustDo(ctx, "INFO", "server").ToString()
+	if err != nil {
+		r.t.Fatalf("INFO server: %v", err)
+	}
+	for _, line := range strings.Split(verbatim(s), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// VersionAtLeast reports whether a "major.minor.patch" version, such as
+// Redis.Version returns, is at least major.minor.
+func VersionAtLeast(version string, major, minor int) bool {
+	parts := strings.SplitN(version, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(parts[1])
+	return err1 == nil && err2 == nil && (ma > major || (ma == major && mi >= minor))
+}
+
 // verbatim strips the format prefix of a RESP3 verbatim string ("txt:").
 func verbatim(s string) string { return strings.TrimPrefix(s, "txt:") }
 
 func (r *Redis) start() error {
-	args := append([]string{"--port", strconv.Itoa(r.port)}, r.args...)
-	cmd := exec.Command("redis-server", args...)
+	cmd := exec.Command("redis-server", append(proc.RedisArgs(r.port, r.dir), r.args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // so Kill reaches forked children too
 	r.mu.Lock()
 	r.out.Reset()
@@ -283,21 +307,11 @@ func (r *Redis) start() error {
 	r.cmd, r.exited = cmd, exited
 	r.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), redisStartTimeout)
-	defer cancel()
-	for {
-		if pong(ctx, r.Addr()) {
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("redis-server exited before answering PING")
-		case <-ctx.Done():
-			r.halt(syscall.SIGKILL)
-			return fmt.Errorf("redis-server did not answer PING within %s", redisStartTimeout)
-		case <-time.After(10 * time.Millisecond): // polling an external process
-		}
+	if err := proc.WaitRedis(context.Background(), r.Addr(), redisStartTimeout, exited); err != nil {
+		r.halt(syscall.SIGKILL)
+		return err
 	}
+	return nil
 }
 
 func (r *Redis) halt(sig syscall.Signal) {
@@ -341,31 +355,13 @@ func (r *Redis) output() string {
 	return r.out.String()
 }
 
-// pong reports whether addr answers PING with PONG, or asks for a password
-// (it runs with --requirepass), but not LOADING.
-func pong(ctx context.Context, addr string) bool {
-	d := net.Dialer{Timeout: 200 * time.Millisecond}
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && (line == "+PONG\r\n" || strings.HasPrefix(line, "-NOAUTH"))
-}
-
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := proc.FreePort()
 	if err != nil {
 		t.Fatalf("find a free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // FreeRedisPort returns a loopback port nobody listens on right now, for

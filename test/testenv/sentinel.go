@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/ensure-user/ensure-user/internal/proc"
 )
 
 // SentinelMaster is the master set name test sentinels monitor.
@@ -130,17 +132,9 @@ func (n *SentinelNode) start(conf string) error {
 		_ = cmd.Wait()
 		close(n.exited)
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), redisStartTimeout)
-	defer cancel()
-	for !pong(ctx, n.Addr()) {
-		select {
-		case <-n.exited:
-			return fmt.Errorf("sentinel exited before answering PING")
-		case <-ctx.Done():
-			n.Kill()
-			return fmt.Errorf("sentinel did not answer PING within %s", redisStartTimeout)
-		case <-time.After(10 * time.Millisecond): // polling an external process
-		}
+	if err := proc.WaitRedis(context.Background(), n.Addr(), redisStartTimeout, n.exited); err != nil {
+		n.Kill()
+		return fmt.Errorf("sentinel: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,7 @@
-package app
+// Package zaplog builds the zap logger every binary of the repository logs
+// with (the service and engine-sim), so that their lines look alike and one
+// log pipeline reads both.
+package zaplog
 
 import (
 	"fmt"
@@ -9,10 +12,10 @@ import (
 	"github.com/ensure-user/ensure-user/config"
 )
 
-// NewLogger builds the service's zap logger from LOG_LEVEL and LOG_FORMAT.
-// Logs go to stderr, with ISO 8601 UTC timestamps and no sampling: every
+// New builds a zap logger from LOG_LEVEL and LOG_FORMAT (json or console).
+// Logs go to stderr, with ISO 8601 timestamps and no sampling: every
 // request's line is kept.
-func NewLogger(cfg config.Log) (*zap.Logger, error) {
+func New(cfg config.Log) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(cfg.Level)
 	if err != nil {
 		return nil, fmt.Errorf("LOG_LEVEL: %w", err)
