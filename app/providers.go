@@ -59,7 +59,7 @@ func NewEngineBus(cfg config.Config, log *zap.Logger, reg prometheus.Registerer)
 		if err != nil {
 			return EngineBus{}, nil, fmt.Errorf("memory bus: %w", err)
 		}
-		return EngineBus{Bus: bus, Probe: echohttp.Probe{Name: "engine", Check: func(context.Context) error { return nil }}}, cleanup, nil
+		return EngineBus{Bus: bus, Probe: echohttp.Probe{Name: "engine", Check: bus.Ready}}, cleanup, nil
 	case config.TransportRedis:
 		client, closeClient, err := redisbus.Dial(cfg.Redis, log)
 		if err != nil {
