@@ -38,6 +38,7 @@ type HTTP struct {
 	MaxHeaderBytes  int           // HTTP_MAX_HEADER_BYTES: larger request headers get 431
 	MaxConnections  int           // HTTP_MAX_CONNECTIONS: open client connections at most; 0: from the open-file limit
 	CORSOrigins     []string      // CORS_ALLOWED_ORIGINS: empty turns CORS off
+	ParkAbove       int           // HTTP_PARK_ABOVE: beyond this many waiting requests, park the connections of more; -1: never
 }
 
 // Redis configures the connection used by the Redis Streams bus.
@@ -189,6 +190,7 @@ var Vars = []Var{
 	{"SHUTDOWN_TIMEOUT", "15s", "bound of the drain of in-flight requests (keep it above ENGINE_REPLY_TIMEOUT)"},
 	{"HTTP_MAX_HEADER_BYTES", "16384", "request header size beyond which the answer is 431"},
 	{"HTTP_MAX_CONNECTIONS", "0", "client connections held open at most (0: the open-file limit minus a reserve for Redis and the IdP)"},
+	{"HTTP_PARK_ABOVE", "1000", "when more requests than this wait for the Engine, further ones wait parked: their connection leaves the HTTP server (goroutine and buffers freed, ~5 KB instead of ~30 KB each) until the answer (0: park every wait; -1: never)"},
 	{"CORS_ALLOWED_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off)"},
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL as rueidis parses it (redis://, rediss://, ?addr= for cluster, ?master_set= for sentinel)"},
 	{"REDIS_TLS_CA_FILE", "", "PEM file of CA certificates trusted for rediss://"},
@@ -266,6 +268,7 @@ func Load(lookup Lookup) (Config, error) {
 			MaxHeaderBytes:  p.Int("HTTP_MAX_HEADER_BYTES"),
 			MaxConnections:  p.Int("HTTP_MAX_CONNECTIONS"),
 			CORSOrigins:     p.List("CORS_ALLOWED_ORIGINS"),
+			ParkAbove:       p.Int("HTTP_PARK_ABOVE"),
 		},
 		Redis: Redis{
 			URL:      Secret(p.Str("REDIS_URL")),
@@ -331,6 +334,9 @@ func (c Config) Validate() []error {
 	}
 	if c.HTTP.MaxConnections < 0 {
 		bad("HTTP_MAX_CONNECTIONS", "must not be negative")
+	}
+	if c.HTTP.ParkAbove < -1 {
+		bad("HTTP_PARK_ABOVE", "must be -1 (never park), 0 (park every wait) or a positive count")
 	}
 	for _, o := range c.HTTP.CORSOrigins {
 		if u, err := url.Parse(o); o != "*" && (err != nil || u.Scheme == "" || u.Host == "") {

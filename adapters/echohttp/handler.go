@@ -33,6 +33,10 @@ func (s *Server) ensureUser(c echo.Context) error {
 			State:  traceHeader(r.Header.Get("Tracestate")),
 		},
 	}
+	if s.shouldPark(s.inflight.Add(1)) && s.parkRequest(c, in) {
+		return errParked
+	}
+	defer s.inflight.Add(-1)
 	res, err := s.uc.Execute(r.Context(), in)
 	if res.UserID != "" {
 		c.Set(keyUserID, res.UserID)

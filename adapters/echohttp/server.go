@@ -72,13 +72,17 @@ type Server struct {
 	http     *http.Server
 	metrics  *http.Server // nil unless cfg.MetricsAddr is set
 	draining atomic.Bool
+	inflight atomic.Int64 // ensure-user requests being handled, parked or not
+	park     parking
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	parks    prometheus.Counter
 }
 
 // New builds the server; it listens only when Serve is called.
 func New(cfg config.HTTP, log *zap.Logger, uc EnsureUser, opts Options) (*Server, error) {
 	s := &Server{cfg: cfg, log: log.Named("http"), uc: uc, opts: opts}
+	s.park.conns = map[net.Conn]bool{}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ensure_user_http_requests_total",
 		Help: "HTTP requests by route pattern, method and status.",
@@ -88,8 +92,16 @@ func New(cfg config.HTTP, log *zap.Logger, uc EnsureUser, opts Options) (*Server
 		Help:    "HTTP request latency by route pattern.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"route"})
+	s.parks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ensure_user_http_parked_total",
+		Help: "Requests whose wait for the Engine went on parked (HTTP_PARK_ABOVE).",
+	})
+	parkedNow := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ensure_user_http_parked_connections",
+		Help: "Parked connections now: waiting for the Engine's answer, or for the client's next request.",
+	}, func() float64 { return float64(s.parkedConns()) })
 	if opts.Registry != nil {
-		for _, c := range []prometheus.Collector{s.requests, s.duration} {
+		for _, c := range []prometheus.Collector{s.requests, s.duration, s.parks, parkedNow} {
 			if err := opts.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("register http metrics: %w", err)
 			}
@@ -157,7 +169,9 @@ func (s *Server) Handler() http.Handler { return s.echo }
 // listener mln) until Shutdown. It returns nil after a clean shutdown.
 func (s *Server) Serve(ln, mln net.Listener) error {
 	errc := make(chan error, 2)
-	go func() { errc <- s.http.Serve(ln) }()
+	pl := newParkListener(ln)
+	s.park.ln = pl
+	go func() { errc <- s.http.Serve(pl) }()
 	n := 1
 	if s.metrics != nil && mln != nil {
 		n++
@@ -189,16 +203,20 @@ func (s *Server) MetricsAddr() string {
 // here before the listener closes.
 func (s *Server) Drain() { s.draining.Store(true) }
 
-// Shutdown stops accepting connections and waits for in-flight requests until
-// ctx ends; then it closes what is left.
+// Shutdown stops accepting connections and waits for in-flight requests,
+// parked ones included, until ctx ends; then it closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.Drain()
+	s.closeIdleParked()
 	var errs []error
 	if s.metrics != nil {
 		errs = append(errs, s.metrics.Shutdown(ctx))
 	}
 	if err := s.http.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("drain http: %w", err), s.http.Close())
+	}
+	if err := s.waitParked(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("drain parked requests: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -279,6 +297,8 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			id = domain.NewRequestID()
 		}
 		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		c.Set(keyRequestID, id)
+		c.Set(keyStart, start)
 		c.SetRequest(req.WithContext(requestid.With(req.Context(), id)))
 
 		func() {
@@ -293,6 +313,9 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			}()
 			err = next(c)
 		}()
+		if err == errParked {
+			return nil // the parked goroutine answers, logs and counts it
+		}
 		outcome := ""
 		if err != nil {
 			outcome = s.writeError(err, c)
@@ -324,35 +347,57 @@ func (s *Server) writeError(err error, c echo.Context) string {
 	return a.outcome
 }
 
+// reqLine is what the one log line and the metrics of a request say.
+type reqLine struct {
+	id              string
+	start           time.Time
+	method, route   string
+	status          int
+	outcome         string
+	userID          string
+	engineRequestID string
+	err             error
+}
+
 // record writes the one log line of a request and counts it.
 func (s *Server) record(c echo.Context, id string, start time.Time, outcome string, err error) {
-	took := time.Since(start)
-	status := c.Response().Status
+	l := reqLine{id: id, start: start, method: c.Request().Method, route: c.Path(),
+		status: c.Response().Status, outcome: outcome, err: err}
+	if l.route == "" || l.status == http.StatusNotFound {
+		l.route = "unmatched"
+	}
+	l.userID, _ = c.Get(keyUserID).(string)
+	l.engineRequestID, _ = c.Get(keyEngineRequestID).(string)
 	if outcome == ansClientGone.outcome {
-		status = ansClientGone.status
+		l.status = ansClientGone.status
 	}
-	route := c.Path()
-	if route == "" || c.Response().Status == http.StatusNotFound {
-		route = "unmatched"
+	if l.err != nil && l.status < 500 && outcome != "http_error" {
+		l.err = nil
 	}
-	method := c.Request().Method
+	s.emit(l)
+}
+
+// emit writes l's log line and counts it.
+func (s *Server) emit(l reqLine) {
+	took := time.Since(l.start)
+	method := l.method
 	switch method {
 	case http.MethodGet, http.MethodPost, http.MethodHead, http.MethodOptions, http.MethodPut,
 		http.MethodDelete, http.MethodPatch:
 	default:
 		method = "OTHER" // bounded label values whatever clients send
 	}
-	s.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-	s.duration.WithLabelValues(route).Observe(took.Seconds())
+	s.requests.WithLabelValues(l.route, method, strconv.Itoa(l.status)).Inc()
+	s.duration.WithLabelValues(l.route).Observe(took.Seconds())
 
-	if route != RouteEnsureUser && status < 400 {
+	if l.route != RouteEnsureUser && l.status < 400 {
 		return // probes and scrapes are not worth a line each
 	}
 	level := zapcore.InfoLevel
-	if status >= 500 && outcome != ansBusy.outcome {
+	if l.status >= 500 && l.outcome != ansBusy.outcome {
 		level = zapcore.WarnLevel
 	}
-	if status == http.StatusInternalServerError {
+	if l.status == http.StatusInternalServerError {
 		level = zapcore.ErrorLevel
 	}
 	ce := s.log.Check(level, "request")
@@ -361,23 +406,23 @@ func (s *Server) record(c echo.Context, id string, start time.Time, outcome stri
 	}
 	fields := make([]zap.Field, 0, 9)
 	fields = append(fields,
-		zap.String("request_id", id),
+		zap.String("request_id", l.id),
 		zap.String("method", method),
-		zap.String("route", route),
-		zap.Int("status", status),
+		zap.String("route", l.route),
+		zap.Int("status", l.status),
 		zap.Duration("latency", took),
 	)
-	if outcome != "" {
-		fields = append(fields, zap.String("outcome", outcome))
+	if l.outcome != "" {
+		fields = append(fields, zap.String("outcome", l.outcome))
 	}
-	if v, ok := c.Get(keyUserID).(string); ok {
-		fields = append(fields, zap.String("user_id", v))
+	if l.userID != "" {
+		fields = append(fields, zap.String("user_id", l.userID))
 	}
-	if v, ok := c.Get(keyEngineRequestID).(string); ok {
-		fields = append(fields, zap.String("engine_request_id", v))
+	if l.engineRequestID != "" {
+		fields = append(fields, zap.String("engine_request_id", l.engineRequestID))
 	}
-	if err != nil && (status >= 500 || outcome == "http_error") {
-		fields = append(fields, zap.Error(err))
+	if l.err != nil {
+		fields = append(fields, zap.Error(l.err))
 	}
 	ce.Write(fields...)
 }

@@ -76,6 +76,7 @@ type options struct {
 	slowRequests   int
 	slowDelay      time.Duration
 	slowTimeout    time.Duration
+	slowMemLimit   string
 	coalesceN      int
 	coalesceDelay  time.Duration
 	instances      int
@@ -116,6 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.slowRequests, "slow-requests", 10000, "requests waiting at once in the slow scenario")
 	fs.DurationVar(&o.slowDelay, "slow-delay", 2*time.Second, "ENGINE_REPLY_DELAY of the slow scenario")
 	fs.DurationVar(&o.slowTimeout, "slow-reply-timeout", 10*time.Second, "the service's ENGINE_REPLY_TIMEOUT in the slow scenario (0: the service default, 5s); above the default so that a busy machine cannot turn the slow Engine into timeouts")
+	fs.StringVar(&o.slowMemLimit, "slow-memlimit", "230MiB", "the service's GOMEMLIMIT in the slow scenario: 90 % of the 256 MB target, as a deployment with a 256 MB memory limit sets it (empty: unset)")
 	fs.IntVar(&o.coalesceN, "coalesce-requests", 100, "simultaneous requests for one user in the coalesce scenario")
 	fs.DurationVar(&o.coalesceDelay, "coalesce-delay", 500*time.Millisecond, "ENGINE_REPLY_DELAY of the coalesce scenario, so that the requests overlap")
 	fs.IntVar(&o.instances, "instances", 3, "service instances of the x3-* scenarios")
@@ -184,8 +186,8 @@ func (o options) build() []scenario {
 		"c64":  {Name: "c64", Kind: "closed", Concurrency: 64, Description: "closed loop, 64 workers"},
 		"c256": {Name: "c256", Kind: "closed", Concurrency: 256, Description: "closed loop, 256 workers"},
 		"open": {Name: "open", Kind: "open", Rate: o.rate, Description: fmt.Sprintf("open loop, %g requests/s", o.rate)},
-		"slow": {Name: "slow", Kind: "burst", Requests: o.slowRequests, EngineDelay: o.slowDelay, ReplyTimeout: o.slowTimeout,
-			Description: fmt.Sprintf("%d requests at once, Engine replies after %s (ENGINE_REPLY_TIMEOUT %s)", o.slowRequests, o.slowDelay, cmp.Or(o.slowTimeout, 5*time.Second))},
+		"slow": {Name: "slow", Kind: "burst", Requests: o.slowRequests, EngineDelay: o.slowDelay, ReplyTimeout: o.slowTimeout, MemLimit: o.slowMemLimit,
+			Description: fmt.Sprintf("%d requests at once, Engine replies after %s (ENGINE_REPLY_TIMEOUT %s, GOMEMLIMIT %s)", o.slowRequests, o.slowDelay, cmp.Or(o.slowTimeout, 5*time.Second), cmp.Or(o.slowMemLimit, "unset"))},
 		"x3-shared": {Name: "x3-shared", Kind: "closed", Concurrency: 64, Instances: o.instances, ReplyStream: replyStream,
 			Description: fmt.Sprintf("%d instances, 64 workers, one shared reply stream", o.instances)},
 		"x3-per-instance": {Name: "x3-per-instance", Kind: "closed", Concurrency: 64, Instances: o.instances, ReplyStream: perInstance,

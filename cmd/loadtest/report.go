@@ -108,7 +108,7 @@ func (rep *report) aggregate() []agg {
 				"rss": r.PeakRSSMB, "gor": float64(r.PeakGoroutines), "waiting": float64(r.PeakWaiting),
 				"xadd": r.XaddPerRequest, "xread": r.XreadPerRequest, "other": others / float64(max(1, r.Requests)),
 				"redis": r.RedisCPU, "engine": r.EngineCPU, "tool": r.ToolCPU, "requests": float64(r.Requests),
-				"svcxadd": float64(r.ServiceXadd), "heap": r.PeakHeapMB, "stack": r.PeakStackMB, "raw": r.RawES256,
+				"svcxadd": float64(r.ServiceXadd), "heap": r.PeakHeapMB, "stack": r.PeakStackMB, "parked": float64(r.PeakParked), "raw": r.RawES256,
 			} {
 				cols[k] = append(cols[k], v)
 			}
@@ -157,8 +157,8 @@ func (rep *report) targets(aggs []agg) []string {
 	}
 	if a := find("slow"); a != nil {
 		ok := a.correct && a.m["rss"] <= maxSlowRSSMB
-		out = append(out, fmt.Sprintf("5. %d requests waiting on a slow Engine: %s — all confirmed: %v, peak waiting %.0f, service peak RSS %.1f MB (≤ %d MB; sampled peaks: heap %.0f MB, goroutine stacks %.0f MB), p99 %.0f ms",
-			a.sc.Requests, verdict(ok), a.correct, a.m["waiting"], a.m["rss"], maxSlowRSSMB, a.m["heap"], a.m["stack"], a.m["p99"]))
+		out = append(out, fmt.Sprintf("5. %d requests waiting on a slow Engine: %s — all confirmed: %v, peak waiting %.0f, service peak RSS %.1f MB (≤ %d MB; sampled peaks: heap %.0f MB, goroutine stacks %.0f MB, parked connections %.0f), p99 %.0f ms",
+			a.sc.Requests, verdict(ok), a.correct, a.m["waiting"], a.m["rss"], maxSlowRSSMB, a.m["heap"], a.m["stack"], a.m["parked"], a.m["p99"]))
 	}
 	if a := find("coalesce"); a != nil {
 		ok := a.correct && a.m["svcxadd"] == 1

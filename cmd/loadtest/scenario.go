@@ -40,6 +40,7 @@ type scenario struct {
 	ReplyTimeout time.Duration
 	Coalesce     bool   // ENGINE_COALESCE, and all requests for one user
 	Durable      string // ENGINE_DURABLE_SEND; "replica" starts a replica
+	MemLimit     string // the service's GOMEMLIMIT; "" leaves it unset
 }
 
 // Commands the other parties send, to tell the service's own from them in
@@ -109,6 +110,7 @@ type result struct {
 	PeakWaiting    int64   `json:"service_peak_waiting"`
 	PeakHeapMB     float64 `json:"service_peak_heap_inuse_mb"`  // sampled go_memstats_heap_inuse_bytes
 	PeakStackMB    float64 `json:"service_peak_stack_inuse_mb"` // sampled go_memstats_stack_inuse_bytes
+	PeakParked     int64   `json:"service_peak_parked"`         // sampled ensure_user_http_parked_connections
 
 	Commands         map[string]int64 `json:"redis_commands"`
 	ServiceXadd      int64            `json:"service_xadd"`
@@ -217,6 +219,9 @@ func (t *tool) start(ctx context.Context, sc scenario, dir string) (*env, error)
 		if sc.Durable != "" {
 			svcEnv["ENGINE_DURABLE_SEND"] = sc.Durable
 		}
+		if sc.MemLimit != "" {
+			svcEnv["GOMEMLIMIT"] = sc.MemLimit
+		}
 		maps.Copy(svcEnv, t.serviceEnv)
 		p, err := startProc(dir, "ensure-user-"+strconv.Itoa(i), t.serviceCPUs, t.bins[servicePkg], svcEnv)
 		if err != nil {
@@ -305,6 +310,7 @@ type sampler struct {
 	mu         sync.Mutex
 	goroutines int64
 	waiting    int64
+	parked     int64
 	heap       float64 // MB
 	stack      float64 // MB
 	stop       chan struct{}
@@ -321,13 +327,14 @@ func startSampler(e *env, every time.Duration) *sampler {
 		for {
 			for _, u := range e.urls {
 				m, err := proc.Scrape(context.Background(), client, u+"/metrics", "go_goroutines", "ensure_user_requests_waiting",
-					"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes")
+					"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "ensure_user_http_parked_connections")
 				if err != nil {
 					continue
 				}
 				s.mu.Lock()
 				s.goroutines = max(s.goroutines, int64(m["go_goroutines"]))
 				s.waiting = max(s.waiting, int64(m["ensure_user_requests_waiting"]))
+				s.parked = max(s.parked, int64(m["ensure_user_http_parked_connections"]))
 				s.heap = max(s.heap, m["go_memstats_heap_inuse_bytes"]/(1<<20))
 				s.stack = max(s.stack, m["go_memstats_stack_inuse_bytes"]/(1<<20))
 				s.mu.Unlock()
@@ -347,7 +354,7 @@ func (s *sampler) finish(res *result) {
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	res.PeakGoroutines, res.PeakWaiting = s.goroutines, s.waiting
+	res.PeakGoroutines, res.PeakWaiting, res.PeakParked = s.goroutines, s.waiting, s.parked
 	res.PeakHeapMB, res.PeakStackMB = s.heap, s.stack
 }
 

@@ -116,7 +116,18 @@ func expect(t *testing.T, what string, status int, header http.Header, body stri
 // stack can produce, over real HTTP against the real binary.
 func TestContract(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{env: map[string]string{"ENGINE_REPLY_TIMEOUT": "1s"}})
+	testContract(t, map[string]string{"ENGINE_REPLY_TIMEOUT": "1s", "HTTP_PARK_ABOVE": "-1"})
+}
+
+// TestContractParked drives the same rows with every request parked
+// (HTTP_PARK_ABOVE=0): the answers must be the same.
+func TestContractParked(t *testing.T) {
+	t.Parallel()
+	testContract(t, map[string]string{"ENGINE_REPLY_TIMEOUT": "1s", "HTTP_PARK_ABOVE": "0"})
+}
+
+func testContract(t *testing.T, env map[string]string) {
+	s := newStack(t, stackOptions{env: env})
 
 	rows := []struct {
 		name   string
@@ -246,7 +257,10 @@ func TestContract(t *testing.T) {
 // would show as a wrong status.
 func TestNoCrossTalk(t *testing.T) {
 	t.Parallel()
-	s := newStack(t, stackOptions{engineDelay: 300 * time.Millisecond, env: map[string]string{"ENGINE_REPLY_TIMEOUT": "20s", "SHUTDOWN_TIMEOUT": "30s"}})
+	// Beyond 100 requests in flight the rest are parked: both paths serve
+	// the crowd at once.
+	s := newStack(t, stackOptions{engineDelay: 300 * time.Millisecond, env: map[string]string{
+		"ENGINE_REPLY_TIMEOUT": "20s", "SHUTDOWN_TIMEOUT": "30s", "HTTP_PARK_ABOVE": "100"}})
 	const n = 1000
 	kinds := []struct {
 		prefix string
@@ -292,5 +306,8 @@ func TestNoCrossTalk(t *testing.T) {
 	}
 	if got := s.engine.Total(); got != n {
 		t.Errorf("engine saw %d commands, want %d", got, n)
+	}
+	if parked := s.svc.Metric(t, "ensure_user_http_parked_total"); parked == 0 || parked == n {
+		t.Errorf("%v of %d requests were parked: the test meant both paths to serve", parked, n)
 	}
 }
