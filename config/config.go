@@ -47,6 +47,8 @@ type Redis struct {
 	CAFile   string // REDIS_TLS_CA_FILE: PEM roots for rediss://
 	CertFile string // REDIS_TLS_CERT_FILE: client certificate (mutual TLS)
 	KeyFile  string // REDIS_TLS_KEY_FILE: client key (mutual TLS)
+
+	MaxFlushDelay time.Duration // REDIS_MAX_FLUSH_DELAY: rueidis' pause after a write, to send more commands per write
 }
 
 // Auth configures token verification (JWKS and legacy HS256).
@@ -129,6 +131,10 @@ func (e Engine) PerInstanceReplies() bool {
 type Log struct {
 	Level  string // LOG_LEVEL: debug, info, warn, error
 	Format string // LOG_FORMAT: json or console
+	// FlushInterval (LOG_FLUSH_INTERVAL) buffers log lines and writes them
+	// at least this often (and when 256 KiB are pending, at a warn or worse
+	// line, and at exit); 0 writes every line at once.
+	FlushInterval time.Duration
 }
 
 // Engine transports.
@@ -196,6 +202,7 @@ var Vars = []Var{
 	{"REDIS_TLS_CA_FILE", "", "PEM file of CA certificates trusted for rediss://"},
 	{"REDIS_TLS_CERT_FILE", "", "PEM client certificate for rediss:// (with REDIS_TLS_KEY_FILE)"},
 	{"REDIS_TLS_KEY_FILE", "", "PEM client key for rediss:// (with REDIS_TLS_CERT_FILE)"},
+	{"REDIS_MAX_FLUSH_DELAY", "250us", "while several commands are in flight, pause up to this long after each write to Redis so that the next write carries more commands (rueidis MaxFlushDelay; 0s: write at once)"},
 	{"JWKS_URL", "", "identity provider key set: https://, http:// (loopback unless JWKS_ALLOW_HTTP) or file://"},
 	{"JWKS_REFRESH", "10m", "background refresh interval of the key set"},
 	{"JWKS_MIN_REFRESH", "30s", "at most one unknown-kid refresh per this interval; cap of the start-up retry backoff"},
@@ -222,6 +229,7 @@ var Vars = []Var{
 	{"INSTANCE_ID", "", "this instance's id for {instance} in ENGINE_REPLY_STREAM (default hostname-pid)"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "json", "json or console"},
+	{"LOG_FLUSH_INTERVAL", "100ms", "buffer log lines and write them at least this often (and at once for warn and worse, and at exit); 0s: one write per line"},
 }
 
 // Lookup reads one variable; it has the signature of os.LookupEnv.
@@ -275,6 +283,8 @@ func Load(lookup Lookup) (Config, error) {
 			CAFile:   p.Str("REDIS_TLS_CA_FILE"),
 			CertFile: p.Str("REDIS_TLS_CERT_FILE"),
 			KeyFile:  p.Str("REDIS_TLS_KEY_FILE"),
+
+			MaxFlushDelay: p.Duration("REDIS_MAX_FLUSH_DELAY"),
 		},
 		Auth: Auth{
 			JWKSURL:              p.Str("JWKS_URL"),
@@ -304,7 +314,7 @@ func Load(lookup Lookup) (Config, error) {
 			DurableSend:   p.Str("ENGINE_DURABLE_SEND"),
 			InstanceID:    p.Str("INSTANCE_ID"),
 		},
-		Log: Log{Level: p.Str("LOG_LEVEL"), Format: p.Str("LOG_FORMAT")},
+		Log: Log{Level: p.Str("LOG_LEVEL"), Format: p.Str("LOG_FORMAT"), FlushInterval: p.Duration("LOG_FLUSH_INTERVAL")},
 	}
 	c.effective = p.Seen(secretVars)
 	errs := p.Errs()
@@ -334,6 +344,9 @@ func (c Config) Validate() []error {
 	}
 	if c.HTTP.MaxConnections < 0 {
 		bad("HTTP_MAX_CONNECTIONS", "must not be negative")
+	}
+	if c.Redis.MaxFlushDelay < 0 || c.Redis.MaxFlushDelay > 10*time.Millisecond {
+		bad("REDIS_MAX_FLUSH_DELAY", "must be between 0 and 10ms")
 	}
 	if c.HTTP.ParkAbove < -1 {
 		bad("HTTP_PARK_ABOVE", "must be -1 (never park), 0 (park every wait) or a positive count")
@@ -440,6 +453,9 @@ func (c Config) Validate() []error {
 	case "json", "console":
 	default:
 		bad("LOG_FORMAT", "must be json or console, not %q", c.Log.Format)
+	}
+	if c.Log.FlushInterval < 0 || c.Log.FlushInterval > time.Minute {
+		bad("LOG_FLUSH_INTERVAL", "must be between 0s and 1m")
 	}
 	return errs
 }

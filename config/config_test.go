@@ -57,6 +57,9 @@ func TestLoadDefaults(t *testing.T) {
 		{"SHUTDOWN_TIMEOUT", c.HTTP.ShutdownTimeout, 15 * time.Second},
 		{"LOG_LEVEL", c.Log.Level, "info"},
 		{"LOG_FORMAT", c.Log.Format, "json"},
+		{"LOG_FLUSH_INTERVAL", c.Log.FlushInterval, 100 * time.Millisecond},
+		{"REDIS_MAX_FLUSH_DELAY", c.Redis.MaxFlushDelay, 250 * time.Microsecond},
+		{"HTTP_PARK_ABOVE", c.HTTP.ParkAbove, 1000},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -112,6 +115,12 @@ func TestLoadRefuses(t *testing.T) {
 		{set: map[string]string{"INSTANCE_ID": "a b"}, name: "INSTANCE_ID"},
 		{set: map[string]string{"ENGINE_REPLY_STREAM": "r:{instance}:{instance}"}, name: "ENGINE_REPLY_STREAM"},
 		{set: map[string]string{"LOG_FORMAT": "xml"}, name: "LOG_FORMAT"},
+		{set: map[string]string{"LOG_FLUSH_INTERVAL": "-1s"}, name: "LOG_FLUSH_INTERVAL"},
+		{set: map[string]string{"LOG_FLUSH_INTERVAL": "2m"}, name: "LOG_FLUSH_INTERVAL"},
+		{set: map[string]string{"LOG_FLUSH_INTERVAL": "often"}, name: "LOG_FLUSH_INTERVAL"},
+		{set: map[string]string{"REDIS_MAX_FLUSH_DELAY": "11ms"}, name: "REDIS_MAX_FLUSH_DELAY"},
+		{set: map[string]string{"REDIS_MAX_FLUSH_DELAY": "-1us"}, name: "REDIS_MAX_FLUSH_DELAY"},
+		{set: map[string]string{"HTTP_PARK_ABOVE": "-2"}, name: "HTTP_PARK_ABOVE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -122,6 +122,7 @@ func clientOptions(cfg config.Redis) (rueidis.ClientOption, error) {
 	// connection Redis closed is noticed at once and replaced before the next
 	// command, instead of failing that command with an ambiguous EOF.
 	opt.AlwaysPipelining = true
+	opt.MaxFlushDelay = cfg.MaxFlushDelay
 	if opt.Dialer.Timeout == 0 {
 		opt.Dialer.Timeout = DialTimeout
 	}

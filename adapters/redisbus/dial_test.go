@@ -109,6 +109,21 @@ func TestClientOptions(t *testing.T) {
 	}
 }
 
+// TestClientOptionsFlushDelay: REDIS_MAX_FLUSH_DELAY reaches rueidis, and
+// pipelining stays on, which the delay batches.
+func TestClientOptionsFlushDelay(t *testing.T) {
+	t.Parallel()
+	for _, d := range []time.Duration{0, 250 * time.Microsecond} {
+		o, err := clientOptions(config.Redis{URL: "redis://127.0.0.1:1", MaxFlushDelay: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.MaxFlushDelay != d || !o.AlwaysPipelining {
+			t.Errorf("MaxFlushDelay %v, AlwaysPipelining %v; want %v, true", o.MaxFlushDelay, o.AlwaysPipelining, d)
+		}
+	}
+}
+
 func TestClientOptionsErrors(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)

@@ -5,6 +5,8 @@ package zaplog
 
 import (
 	"fmt"
+	"io"
+	"os"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -12,22 +14,68 @@ import (
 	"github.com/ensure-user/ensure-user/config"
 )
 
-// New builds a zap logger from LOG_LEVEL and LOG_FORMAT (json or console).
-// Logs go to stderr, with ISO 8601 timestamps and no sampling: every
-// request's line is kept.
+// bufferSize is what LOG_FLUSH_INTERVAL lets pile up before a write.
+const bufferSize = 256 << 10
+
+// New builds a zap logger from LOG_LEVEL, LOG_FORMAT (json or console) and
+// LOG_FLUSH_INTERVAL. Logs go to stderr, with ISO 8601 timestamps and no
+// sampling: every request's line is kept.
 func New(cfg config.Log) (*zap.Logger, error) {
+	return build(cfg, os.Stderr)
+}
+
+func build(cfg config.Log, w io.Writer) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(cfg.Level)
 	if err != nil {
 		return nil, fmt.Errorf("LOG_LEVEL: %w", err)
 	}
-	zc := zap.NewProductionConfig()
-	zc.Sampling = nil
-	zc.Level = zap.NewAtomicLevelAt(level)
-	zc.EncoderConfig.TimeKey = "ts"
-	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-	zc.Encoding = cfg.Format
-	if cfg.Format == "console" {
-		zc.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
+	ec := zap.NewProductionEncoderConfig()
+	ec.TimeKey = "ts"
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	switch cfg.Format {
+	case "json":
+		enc = zapcore.NewJSONEncoder(ec)
+	case "console":
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	default:
+		return nil, fmt.Errorf("LOG_FORMAT: %q is neither json nor console", cfg.Format)
 	}
-	return zc.Build()
+	ws := zapcore.Lock(zapcore.AddSync(w))
+	var core zapcore.Core
+	if cfg.FlushInterval > 0 {
+		// One write per request line is a syscall per request; buffered,
+		// lines go out in batches. Warn and worse lines are written at once
+		// (with what is pending before them), and zap syncs before Fatal and
+		// Panic; the binaries Sync at exit.
+		ws = &zapcore.BufferedWriteSyncer{WS: ws, Size: bufferSize, FlushInterval: cfg.FlushInterval}
+		core = syncAtWarn{zapcore.NewCore(enc, ws, level)}
+	} else {
+		core = zapcore.NewCore(enc, ws, level)
+	}
+	return zap.New(core, zap.AddCaller(), zap.AddStacktrace(zapcore.ErrorLevel), zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+}
+
+// syncAtWarn writes out the buffer after every warn or worse line, so that
+// trouble is never held back in memory.
+type syncAtWarn struct{ zapcore.Core }
+
+func (c syncAtWarn) With(fields []zapcore.Field) zapcore.Core { return syncAtWarn{c.Core.With(fields)} }
+
+func (c syncAtWarn) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if c.Enabled(ent.Level) {
+		return ce.AddCore(ent, c)
+	}
+	return ce
+}
+
+func (c syncAtWarn) Write(ent zapcore.Entry, fields []zapcore.Field) error {
+	if err := c.Core.Write(ent, fields); err != nil {
+		return err
+	}
+	if ent.Level >= zapcore.WarnLevel {
+		return c.Sync()
+	}
+	return nil
 }

@@ -1,0 +1,86 @@
+package zaplog
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ensure-user/ensure-user/config"
+)
+
+// syncBuffer is a bytes.Buffer safe for the flush goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestUnbufferedWritesEachLine(t *testing.T) {
+	var out syncBuffer
+	log, err := build(config.Log{Level: "info", Format: "json"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("one")
+	var line map[string]any
+	if err := json.Unmarshal([]byte(out.String()), &line); err != nil {
+		t.Fatalf("not one JSON line: %q: %v", out.String(), err)
+	}
+	if line["msg"] != "one" || line["level"] != "info" || line["ts"] == nil || line["caller"] == nil {
+		t.Errorf("line %v", line)
+	}
+	log.Debug("hidden")
+	if strings.Contains(out.String(), "hidden") {
+		t.Error("debug line written at info level")
+	}
+}
+
+// TestBufferedHoldsInfoUntilWarnOrSync: with LOG_FLUSH_INTERVAL, info lines
+// wait in the buffer (the interval is an hour here), a warn line writes them
+// and itself, and Sync writes the rest.
+func TestBufferedHoldsInfoUntilWarnOrSync(t *testing.T) {
+	var out syncBuffer
+	log, err := build(config.Log{Level: "info", Format: "console", FlushInterval: time.Minute}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("first")
+	if out.String() != "" {
+		t.Fatalf("info line written at once: %q", out.String())
+	}
+	log.With().Warn("trouble")
+	if got := out.String(); !strings.Contains(got, "first") || !strings.Contains(got, "trouble") ||
+		strings.Index(got, "first") > strings.Index(got, "trouble") {
+		t.Fatalf("after a warn line: %q", got)
+	}
+	log.Info("last")
+	if err := log.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "last") {
+		t.Fatalf("Sync did not write the buffer: %q", out.String())
+	}
+}
+
+func TestBadSettings(t *testing.T) {
+	if _, err := build(config.Log{Level: "loud", Format: "json"}, &syncBuffer{}); err == nil {
+		t.Error("bad level accepted")
+	}
+	if _, err := build(config.Log{Level: "info", Format: "xml"}, &syncBuffer{}); err == nil {
+		t.Error("bad format accepted")
+	}
+}
