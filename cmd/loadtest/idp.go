@@ -70,6 +70,13 @@ func startIDP() (*idp, error) {
 	return p, nil
 }
 
+// publicKey is the key's uncompressed point (0x04 || X || Y) in base64url,
+// as cmd/loadtest/floor takes it.
+func (p *idp) publicKey() string {
+	pub, _ := p.key.PublicKey.ECDH() // the key is P-256, always valid
+	return base64.RawURLEncoding.EncodeToString(pub.Bytes())
+}
+
 func (p *idp) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

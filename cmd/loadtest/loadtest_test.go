@@ -73,7 +73,7 @@ func TestQuick(t *testing.T) {
 	if rep.Pinned || len(rep.Raw) != 1 || rep.Raw[0].CPU <= 0 {
 		t.Errorf("pinned %v, calibrations %+v: want unpinned and one positive calibration", rep.Pinned, rep.Raw)
 	}
-	want := []string{"c1", "c64", "open", "slow", "coalesce"}
+	want := []string{"c1", "c64", "floor", "open", "slow", "coalesce"}
 	if len(rep.Results) != len(want) {
 		t.Fatalf("got %d results, want %d (%v)", len(rep.Results), len(want), want)
 	}
@@ -84,10 +84,16 @@ func TestQuick(t *testing.T) {
 		if r.Requests == 0 || r.Confirmed != r.Requests || r.Status["200"] != r.Requests {
 			t.Errorf("%s: %d requests, %d confirmed, status %v: want every answer confirmed", r.Scenario, r.Requests, r.Confirmed, r.Status)
 		}
-		if r.ServiceCPU <= 0 || r.PeakRSSMB <= 0 || r.Goroutines <= 0 {
+		if r.ServiceCPU <= 0 || r.PeakRSSMB <= 0 || (r.Goroutines <= 0 && r.Scenario != "floor") {
 			t.Errorf("%s: CPU %.1f µs/req, RSS %.1f MB, goroutines %d: want all measured", r.Scenario, r.ServiceCPU, r.PeakRSSMB, r.Goroutines)
 		}
 		switch r.Scenario {
+		case "floor":
+			// The HTTP stack alone: no Redis at all.
+			if r.ServiceXadd != 0 || len(r.Commands) != 0 {
+				t.Errorf("floor: %d XADDs, commands %v: want none", r.ServiceXadd, r.Commands)
+			}
+			continue
 		case "coalesce":
 			// 100 requests for one user while the Engine holds the reply:
 			// one command.
@@ -163,7 +169,7 @@ func TestFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.duration != 3*time.Second || len(o.scenarios) != 5 || o.slowRequests != 300 {
+	if o.duration != 3*time.Second || len(o.scenarios) != 6 || o.slowRequests != 300 {
 		t.Errorf("-quick with -duration: %+v", o)
 	}
 }

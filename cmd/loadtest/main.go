@@ -44,8 +44,12 @@ import (
 	"github.com/ensure-user/ensure-user/internal/proc"
 )
 
-// servicePkg is the service's main package.
-const servicePkg = "./cmd/ensure-user"
+// servicePkg is the service's main package; floorPkg the floor scenario's
+// server.
+const (
+	servicePkg = "./cmd/ensure-user"
+	floorPkg   = "./cmd/loadtest/floor"
+)
 
 // errIncorrect marks a run in which some answer was not the confirmed one.
 var errIncorrect = errors.New("correctness failure: some answers were not the confirmed one")
@@ -65,7 +69,7 @@ func main() {
 }
 
 // allScenarios lists the scenario names in the order they run.
-var allScenarios = []string{"c1", "c16", "c64", "c256", "open", "slow", "x3-shared", "x3-per-instance", "coalesce", "durable"}
+var allScenarios = []string{"c1", "c16", "c64", "floor", "c256", "open", "slow", "x3-shared", "x3-per-instance", "coalesce", "durable"}
 
 // options are the command line.
 type options struct {
@@ -121,7 +125,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.coalesceN, "coalesce-requests", 100, "simultaneous requests for one user in the coalesce scenario")
 	fs.DurationVar(&o.coalesceDelay, "coalesce-delay", 500*time.Millisecond, "ENGINE_REPLY_DELAY of the coalesce scenario, so that the requests overlap")
 	fs.IntVar(&o.instances, "instances", 3, "service instances of the x3-* scenarios")
-	fs.Float64Var(&o.maxRate, "max-rate", 10000, "requests/s the token pool is sized for (duration x max-rate distinct users)")
+	fs.Float64Var(&o.maxRate, "max-rate", 20000, "requests/s the token pool is sized for (duration x max-rate distinct users)")
 	canPin := runtime.NumCPU() >= 2
 	if _, err := exec.LookPath("taskset"); err != nil {
 		canPin = false
@@ -150,13 +154,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 				apply()
 			}
 		}
-		def("scenarios", func() { *scen = "c1,c64,open,slow,coalesce" })
+		def("scenarios", func() { *scen = "c1,c64,floor,open,slow,coalesce" })
 		def("duration", func() { o.duration = time.Second })
 		def("rate", func() { o.rate = 200 })
 		def("slow-requests", func() { o.slowRequests = 300 })
 		def("slow-delay", func() { o.slowDelay = 500 * time.Millisecond })
 		def("coalesce-delay", func() { o.coalesceDelay = 300 * time.Millisecond })
-		def("max-rate", func() { o.maxRate = 5000 })
+		def("max-rate", func() { o.maxRate = 15000 })
 		def("calibrate", func() { o.calibrateIters = 300 })
 	}
 	for s := range strings.SplitSeq(*scen, ",") {
@@ -181,9 +185,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // scenarios builds the scenarios o selects.
 func (o options) build() []scenario {
 	all := map[string]scenario{
-		"c1":   {Name: "c1", Kind: "closed", Concurrency: 1, Description: "closed loop, 1 worker"},
-		"c16":  {Name: "c16", Kind: "closed", Concurrency: 16, Description: "closed loop, 16 workers"},
-		"c64":  {Name: "c64", Kind: "closed", Concurrency: 64, Description: "closed loop, 64 workers"},
+		"c1":  {Name: "c1", Kind: "closed", Concurrency: 1, Description: "closed loop, 1 worker"},
+		"c16": {Name: "c16", Kind: "closed", Concurrency: 16, Description: "closed loop, 16 workers"},
+		"c64": {Name: "c64", Kind: "closed", Concurrency: 64, Description: "closed loop, 64 workers"},
+		"floor": {Name: "floor", Kind: "closed", Concurrency: 64, Floor: true,
+			Description: "the HTTP stack's floor: Echo on net/http (cmd/loadtest/floor) answering after only the raw ES256 check, 64 workers"},
 		"c256": {Name: "c256", Kind: "closed", Concurrency: 256, Description: "closed loop, 256 workers"},
 		"open": {Name: "open", Kind: "open", Rate: o.rate, Description: fmt.Sprintf("open loop, %g requests/s", o.rate)},
 		"slow": {Name: "slow", Kind: "burst", Requests: o.slowRequests, EngineDelay: o.slowDelay, ReplyTimeout: o.slowTimeout, MemLimit: o.slowMemLimit,
@@ -254,9 +260,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		defer os.RemoveAll(t.workDir)
 	}
 
-	pkgs := []string{servicePkg, "./cmd/engine-sim"}
-	if o.serviceBin != "" {
-		pkgs = pkgs[1:]
+	pkgs := []string{"./cmd/engine-sim"}
+	if o.serviceBin == "" {
+		pkgs = append(pkgs, servicePkg)
+	}
+	if slices.Contains(o.scenarios, "floor") {
+		pkgs = append(pkgs, floorPkg)
 	}
 	fmt.Fprintf(stdout, "loadtest: building %s ...\n", strings.Join(pkgs, " "))
 	if t.bins, err = proc.Build(ctx, root, filepath.Join(outDir, "bin"), pkgs...); err != nil {

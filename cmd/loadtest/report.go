@@ -154,6 +154,10 @@ func (rep *report) targets(aggs []agg) []string {
 		out = append(out, fmt.Sprintf("4. Service CPU per request at c64: %s — %.1f µs (user %.1f + sys %.1f) = %.2f× the raw ES256 check measured in the same run (median of the runs' ratios; ≤ %.1f×: raw %.1f µs → limit %.1f µs)",
 			verdict(a.m["ratio"] <= maxCPUOverRaw), a.m["cpu"], a.m["user"], a.m["sys"], a.m["ratio"], maxCPUOverRaw,
 			a.m["raw"], maxCPUOverRaw*a.m["raw"]))
+		if f := find("floor"); f != nil {
+			out = append(out, fmt.Sprintf("   The floor of the HTTP stack at c64 (Echo on net/http answering after only the raw check): %.1f µs = %.2f× raw; the service spends %.1f µs (%.2f× raw) above it on claims, the Engine round trip, the log line and metrics",
+				f.m["cpu"], f.m["ratio"], a.m["cpu"]-f.m["cpu"], a.m["ratio"]-f.m["ratio"]))
+		}
 	}
 	if a := find("slow"); a != nil {
 		ok := a.correct && a.m["rss"] <= maxSlowRSSMB

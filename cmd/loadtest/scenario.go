@@ -41,6 +41,9 @@ type scenario struct {
 	Coalesce     bool   // ENGINE_COALESCE, and all requests for one user
 	Durable      string // ENGINE_DURABLE_SEND; "replica" starts a replica
 	MemLimit     string // the service's GOMEMLIMIT; "" leaves it unset
+	// Floor runs cmd/loadtest/floor instead of ensure-user, and no Redis
+	// or Engine: the HTTP stack with the raw check alone.
+	Floor bool
 }
 
 // Commands the other parties send, to tell the service's own from them in
@@ -164,6 +167,16 @@ func (t *tool) start(ctx context.Context, sc scenario, dir string) (*env, error)
 		addr string
 		err  error
 	)
+	if sc.Floor {
+		p, err := startProc(dir, "floor", t.serviceCPUs, t.bins[floorPkg], map[string]string{
+			"FLOOR_ADDR": "127.0.0.1:0", "FLOOR_KEY": t.idp.publicKey(),
+		})
+		if err != nil {
+			return e, err
+		}
+		e.services = append(e.services, p)
+		return e, e.listening(ctx)
+	}
 	if e.redis, addr, err = startRedis(ctx, dir, "redis", t.helperCPUs); err != nil {
 		return e, err
 	}
@@ -229,20 +242,26 @@ func (t *tool) start(ctx context.Context, sc scenario, dir string) (*env, error)
 		}
 		e.services = append(e.services, p)
 	}
+	return e, e.listening(ctx)
+}
+
+// listening waits until every service process listens and is ready, and
+// notes their URLs.
+func (e *env) listening(ctx context.Context) error {
 	for _, p := range e.services {
 		l, err := p.WaitLog(ctx, "listening")
 		if err != nil {
-			return e, err
+			return err
 		}
 		a, _ := l["addr"].(string)
 		e.urls = append(e.urls, "http://"+a)
 	}
 	for i, u := range e.urls {
 		if err := waitReady(ctx, u); err != nil {
-			return e, fmt.Errorf("%s: %w\n%s", e.services[i].Name, err, e.services[i].Tail(2000))
+			return fmt.Errorf("%s: %w\n%s", e.services[i].Name, err, e.services[i].Tail(2000))
 		}
 	}
-	return e, nil
+	return nil
 }
 
 // waitReplica waits until a replica is connected to the primary and in sync.
@@ -289,11 +308,14 @@ func (t *tool) snap(ctx context.Context, e *env, replyKeys []string) (snapshot, 
 		s.services = s.services.add(c)
 	}
 	var err error
+	s.tool, err = procCPU("self")
+	errs = append(errs, err)
+	if e.redis == nil { // the floor: no Redis, no Engine
+		return s, errors.Join(errs...)
+	}
 	s.redis, err = procCPU(strconv.Itoa(e.redis.Pid()))
 	errs = append(errs, err)
 	s.engine, err = procCPU(strconv.Itoa(e.engine.Pid()))
-	errs = append(errs, err)
-	s.tool, err = procCPU("self")
 	errs = append(errs, err)
 	s.reqAdded, err = e.rc.entriesAdded(ctx, requestStream)
 	errs = append(errs, err)
@@ -378,6 +400,9 @@ func (t *tool) runScenario(ctx context.Context, sc scenario, rep int) (*result, 
 	}
 
 	replyKeys := []string{replyStream}
+	if sc.Floor {
+		replyKeys = nil
+	}
 	if sc.ReplyStream == perInstance {
 		replyKeys = nil
 		for _, p := range e.services {
@@ -427,8 +452,10 @@ func (t *tool) runScenario(ctx context.Context, sc scenario, rep int) (*result, 
 			tokens = t.oneUser[:sc.Requests]
 		}
 	}
-	if err := e.rc.resetStats(ctx); err != nil {
-		return nil, err
+	if e.rc != nil {
+		if err := e.rc.resetStats(ctx); err != nil {
+			return nil, err
+		}
 	}
 	before, err := t.snap(ctx, e, replyKeys)
 	if err != nil {
@@ -456,9 +483,11 @@ func (t *tool) runScenario(ctx context.Context, sc scenario, rep int) (*result, 
 	if err != nil {
 		return nil, err
 	}
-	cmds, err := e.rc.commandStats(ctx)
-	if err != nil {
-		return nil, err
+	cmds := map[string]int64{}
+	if e.rc != nil {
+		if cmds, err = e.rc.commandStats(ctx); err != nil {
+			return nil, err
+		}
 	}
 	for _, p := range e.services {
 		hwm, err := proc.StatusKB(p.Pid(), "VmHWM")
