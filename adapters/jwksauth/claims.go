@@ -34,12 +34,13 @@ const maxSeconds = 1 << 33
 // nowNanos is the clock's time truncated to the second, in Unix nanoseconds.
 func nowNanos(t time.Time) int64 { return t.Unix() * int64(time.Second) }
 
-// check decodes the payload once and applies the time, issuer, audience and
+// check reads the payload once and applies the time, issuer, audience and
 // identity rules at now. Malformed or failing standard claims wrap
 // domain.ErrInvalidToken; unusable identity claims wrap domain.ErrInvalidPayload.
 func (r claimRules) check(payload []byte, now int64) (domain.Identity, window, error) {
-	var c map[string]json.RawMessage
-	if err := json.Unmarshal(payload, &c); err != nil || c == nil {
+	var buf [16]member // a token's claims, without allocating
+	c, ok := readClaims(payload, buf[:0])
+	if !ok {
 		return domain.Identity{}, window{}, fmt.Errorf("%w: payload is not a JSON object", domain.ErrInvalidToken)
 	}
 	w, err := r.times(c)
@@ -53,11 +54,11 @@ func (r claimRules) check(payload []byte, now int64) (domain.Identity, window, e
 		return domain.Identity{}, window{}, fmt.Errorf("%w: not yet valid (nbf or iat)", domain.ErrInvalidToken)
 	}
 	if r.issuer != "" {
-		if iss, err := str(c["iss"]); err != nil || iss != r.issuer {
+		if iss, err := str(c.get("iss")); err != nil || iss != r.issuer {
 			return domain.Identity{}, window{}, fmt.Errorf("%w: issuer not accepted", domain.ErrInvalidToken)
 		}
 	}
-	if r.audience != "" && !hasAudience(c["aud"], r.audience) {
+	if r.audience != "" && !hasAudience(c.get("aud"), r.audience) {
 		return domain.Identity{}, window{}, fmt.Errorf("%w: audience not accepted", domain.ErrInvalidToken)
 	}
 	id, err := r.identity(c)
@@ -66,9 +67,9 @@ func (r claimRules) check(payload []byte, now int64) (domain.Identity, window, e
 
 // times turns exp, nbf and iat into the validity window, with leeway:
 // exp must be after now-leeway; nbf and iat at or before now+leeway.
-func (r claimRules) times(c map[string]json.RawMessage) (window, error) {
+func (r claimRules) times(c claimSet) (window, error) {
 	w := window{from: math.MinInt64, until: math.MaxInt64}
-	exp, ok, err := numericDate(c["exp"])
+	exp, ok, err := numericDate(c.get("exp"))
 	switch {
 	case err != nil:
 		return w, fmt.Errorf("%w: exp %v", domain.ErrInvalidToken, err)
@@ -78,7 +79,7 @@ func (r claimRules) times(c map[string]json.RawMessage) (window, error) {
 		return w, fmt.Errorf("%w: exp is required", domain.ErrInvalidToken)
 	}
 	for _, name := range []string{"nbf", "iat"} {
-		t, ok, err := numericDate(c[name])
+		t, ok, err := numericDate(c.get(name))
 		if err != nil {
 			return w, fmt.Errorf("%w: %s %v", domain.ErrInvalidToken, name, err)
 		}
@@ -118,11 +119,11 @@ func hasAudience(raw json.RawMessage, want string) bool {
 
 // identity reads the user id from the first present, non-null claim of
 // userIDClaims and the email from emailClaim, and applies email_verified.
-func (r claimRules) identity(c map[string]json.RawMessage) (domain.Identity, error) {
+func (r claimRules) identity(c claimSet) (domain.Identity, error) {
 	var id domain.Identity
 	found := false
 	for _, name := range r.userIDClaims {
-		raw := c[name]
+		raw := c.get(name)
 		if raw == nil || isNull(raw) {
 			continue
 		}
@@ -136,7 +137,7 @@ func (r claimRules) identity(c map[string]json.RawMessage) (domain.Identity, err
 	if !found {
 		return id, fmt.Errorf("%w: no user id claim %v", domain.ErrInvalidPayload, r.userIDClaims)
 	}
-	raw := c[r.emailClaim]
+	raw := c.get(r.emailClaim)
 	if raw == nil || isNull(raw) {
 		return id, fmt.Errorf("%w: no %q claim", domain.ErrInvalidPayload, r.emailClaim)
 	}
@@ -146,7 +147,7 @@ func (r claimRules) identity(c map[string]json.RawMessage) (domain.Identity, err
 	}
 	id.Email = email
 	if r.requireVerifiedEmail {
-		if v := c["email_verified"]; string(v) == "false" || (len(v) > 0 && v[0] == '"' && mustStr(v) == "false") {
+		if v := c.get("email_verified"); string(v) == "false" || (len(v) > 0 && v[0] == '"' && mustStr(v) == "false") {
 			return id, fmt.Errorf("%w: email is not verified", domain.ErrInvalidPayload)
 		}
 	}
