@@ -70,8 +70,13 @@ func TestQuick(t *testing.T) {
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatalf("results.json: %v", err)
 	}
-	if rep.Pinned || len(rep.Raw) != 1 || rep.Raw[0].CPU <= 0 {
-		t.Errorf("pinned %v, calibrations %+v: want unpinned and one positive calibration", rep.Pinned, rep.Raw)
+	if rep.Pinned || len(rep.Raw) != 2*len(rep.Results) {
+		t.Errorf("pinned %v, %d calibrations for %d results: want unpinned and two per result", rep.Pinned, len(rep.Raw), len(rep.Results))
+	}
+	for _, c := range rep.Raw {
+		if c.CPU <= 0 {
+			t.Errorf("calibration %+v: want a positive CPU time", c)
+		}
 	}
 	want := []string{"c1", "c64", "floor", "open", "slow", "coalesce"}
 	if len(rep.Results) != len(want) {

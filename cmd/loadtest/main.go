@@ -329,21 +329,29 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	incorrect := false
 	for r := 1; r <= o.runs; r++ {
-		cal, err := t.calibrate()
-		if err != nil {
-			return err
-		}
-		rep.Calibrations = append(rep.Calibrations, cal)
-		fmt.Fprintf(stdout, "loadtest: run %d/%d: raw ES256 check %.1f µs CPU on the service CPU\n", r, o.runs, cal.CPUMicros)
+		fmt.Fprintf(stdout, "loadtest: run %d/%d\n", r, o.runs)
 		for _, sc := range scs {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			// The raw check is measured just before and just after each
+			// scenario: this shared machine's speed drifts by tens of per
+			// cent within minutes, so only a measurement next to the run
+			// makes a fair denominator.
+			before, err := t.calibrate()
+			if err != nil {
+				return err
 			}
 			res, err := t.runScenario(ctx, sc, r)
 			if err != nil {
 				return err
 			}
-			res.RawES256 = cal.CPUMicros
+			after, err := t.calibrate()
+			if err != nil {
+				return err
+			}
+			rep.Calibrations = append(rep.Calibrations, before, after)
+			res.RawES256 = (before.CPUMicros + after.CPUMicros) / 2
 			rep.Results = append(rep.Results, res)
 			fmt.Fprintln(stdout, "  "+res.line())
 			if !res.correct() {
@@ -374,7 +382,7 @@ func gitDescribe(root string) string {
 	return "commit " + strings.TrimSpace(string(out))
 }
 
-// calibration is the raw ES256 check measured in this run.
+// calibration is one measurement of the raw ES256 check.
 type calibration struct {
 	CPUMicros  float64 `json:"cpu_us"`
 	WallMicros float64 `json:"wall_us"`
@@ -382,7 +390,8 @@ type calibration struct {
 }
 
 // calibrate measures the raw ES256 signature check of one of the run's
-// tokens on the service's CPU, while no scenario runs.
+// tokens on the service's CPU, while no scenario runs (the scenario's
+// processes are started after it and stopped before it).
 func (t *tool) calibrate() (calibration, error) {
 	var (
 		cpu, wall time.Duration
