@@ -410,3 +410,20 @@ ensure_user_http_requests_total{method="POST",route="/api/v1/auth/ensure-user",s
 		t.Fatal(err)
 	}
 }
+
+// TestRequestLineHasNoCaller: the request line skips the caller lookup (a
+// stack walk per request) even when the logger adds callers elsewhere.
+func TestRequestLineHasNoCaller(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zap.DebugLevel)
+	s, err := echohttp.New(config.HTTP{Addr: "127.0.0.1:0", MaxHeaderBytes: 16384}, zap.New(core, zap.AddCaller()),
+		&stub{res: ensureuser.Result{Outcome: domain.Confirmed}}, echohttp.Options{ReplyTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(s.Handler(), http.MethodPost, path, map[string]string{"Authorization": "Bearer tok"}, nil)
+	lines := logs.FilterMessage("request").All()
+	if len(lines) != 1 || lines[0].Caller.Defined {
+		t.Fatalf("request lines %+v: want one, without a caller", lines)
+	}
+}
