@@ -42,7 +42,10 @@ func build(cfg config.Log, w io.Writer) (*zap.Logger, error) {
 	default:
 		return nil, fmt.Errorf("LOG_FORMAT: %q is neither json nor console", cfg.Format)
 	}
-	ws := zapcore.Lock(zapcore.AddSync(w))
+	// Sync only pushes out what zap buffers: fsync of stderr fails on a
+	// pipe or a terminal (EINVAL), which zap would report as a write error
+	// after every warn line.
+	ws := zapcore.Lock(writeOnly{w})
 	var core zapcore.Core
 	if cfg.FlushInterval > 0 {
 		// One write per request line is a syscall per request; buffered,
@@ -54,8 +57,13 @@ func build(cfg config.Log, w io.Writer) (*zap.Logger, error) {
 	} else {
 		core = zapcore.NewCore(enc, ws, level)
 	}
-	return zap.New(core, zap.AddCaller(), zap.AddStacktrace(zapcore.ErrorLevel), zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+	return zap.New(core, zap.AddCaller(), zap.AddStacktrace(zapcore.ErrorLevel), zap.ErrorOutput(zapcore.Lock(writeOnly{w}))), nil
 }
+
+// writeOnly is w with a Sync that does nothing.
+type writeOnly struct{ io.Writer }
+
+func (writeOnly) Sync() error { return nil }
 
 // syncAtWarn writes out the buffer after every warn or worse line, so that
 // trouble is never held back in memory.

@@ -3,6 +3,8 @@ package zaplog
 import (
 	"bytes"
 	"encoding/json"
+	"io"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -82,5 +84,32 @@ func TestBadSettings(t *testing.T) {
 	}
 	if _, err := build(config.Log{Level: "info", Format: "xml"}, &syncBuffer{}); err == nil {
 		t.Error("bad format accepted")
+	}
+}
+
+// TestWarnOnPipe: a warn line on a pipe (stderr in a container) flushes the
+// buffer without zap reporting the pipe's failing fsync as a write error.
+func TestWarnOnPipe(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	log, err := build(config.Log{Level: "info", Format: "json", FlushInterval: time.Minute}, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("first")
+	log.Warn("trouble")
+	if err := log.Sync(); err != nil {
+		t.Errorf("Sync on a pipe: %v", err)
+	}
+	w.Close()
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "first") || !strings.Contains(string(out), "trouble") || strings.Contains(string(out), "write error") {
+		t.Fatalf("pipe got %q: want both lines and no write error", out)
 	}
 }
