@@ -39,6 +39,10 @@ type HTTP struct {
 	MaxConnections  int           // HTTP_MAX_CONNECTIONS: open client connections at most; 0: from the open-file limit
 	CORSOrigins     []string      // CORS_ALLOWED_ORIGINS: empty turns CORS off
 	ParkAbove       int           // HTTP_PARK_ABOVE: beyond this many waiting requests, park the connections of more; -1: never
+	// ReadHeaderTimeout (HTTP_READ_HEADER_TIMEOUT) bounds reading a
+	// request's headers, from when the server starts to read them; the
+	// whole request gets 5 s more.
+	ReadHeaderTimeout time.Duration
 }
 
 // Redis configures the connection used by the Redis Streams bus.
@@ -195,6 +199,7 @@ var Vars = []Var{
 	{"SHUTDOWN_DELAY", "2s", "on SIGTERM, time between readiness turning 503 and the listener closing"},
 	{"SHUTDOWN_TIMEOUT", "15s", "bound of the drain of in-flight requests (keep it above ENGINE_REPLY_TIMEOUT)"},
 	{"HTTP_MAX_HEADER_BYTES", "16384", "request header size beyond which the answer is 431"},
+	{"HTTP_READ_HEADER_TIMEOUT", "5s", "a connection whose request headers are not read within this is closed (slow clients; the whole request gets 5s more)"},
 	{"HTTP_MAX_CONNECTIONS", "0", "client connections held open at most (0: the open-file limit minus a reserve for Redis and the IdP)"},
 	{"HTTP_PARK_ABOVE", "1000", "when more requests than this wait for the Engine, further ones wait parked: their connection leaves the HTTP server (goroutine and buffers freed, ~5 KB instead of ~30 KB each) until the answer (0: park every wait; -1: never)"},
 	{"CORS_ALLOWED_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off)"},
@@ -269,14 +274,15 @@ func Load(lookup Lookup) (Config, error) {
 	p := NewParser(lookup, Vars)
 	c := Config{
 		HTTP: HTTP{
-			Addr:            p.Str("HTTP_ADDR"),
-			MetricsAddr:     p.Str("METRICS_ADDR"),
-			ShutdownDelay:   p.Duration("SHUTDOWN_DELAY"),
-			ShutdownTimeout: p.Duration("SHUTDOWN_TIMEOUT"),
-			MaxHeaderBytes:  p.Int("HTTP_MAX_HEADER_BYTES"),
-			MaxConnections:  p.Int("HTTP_MAX_CONNECTIONS"),
-			CORSOrigins:     p.List("CORS_ALLOWED_ORIGINS"),
-			ParkAbove:       p.Int("HTTP_PARK_ABOVE"),
+			Addr:              p.Str("HTTP_ADDR"),
+			MetricsAddr:       p.Str("METRICS_ADDR"),
+			ShutdownDelay:     p.Duration("SHUTDOWN_DELAY"),
+			ShutdownTimeout:   p.Duration("SHUTDOWN_TIMEOUT"),
+			MaxHeaderBytes:    p.Int("HTTP_MAX_HEADER_BYTES"),
+			ReadHeaderTimeout: p.Duration("HTTP_READ_HEADER_TIMEOUT"),
+			MaxConnections:    p.Int("HTTP_MAX_CONNECTIONS"),
+			CORSOrigins:       p.List("CORS_ALLOWED_ORIGINS"),
+			ParkAbove:         p.Int("HTTP_PARK_ABOVE"),
 		},
 		Redis: Redis{
 			URL:      Secret(p.Str("REDIS_URL")),
@@ -338,6 +344,9 @@ func (c Config) Validate() []error {
 	}
 	if c.HTTP.ShutdownTimeout <= c.Engine.ReplyTimeout {
 		bad("SHUTDOWN_TIMEOUT", "must be longer than ENGINE_REPLY_TIMEOUT (%s), or in-flight requests are cut", c.Engine.ReplyTimeout)
+	}
+	if c.HTTP.ReadHeaderTimeout < time.Second || c.HTTP.ReadHeaderTimeout > 5*time.Minute {
+		bad("HTTP_READ_HEADER_TIMEOUT", "must be between 1s and 5m")
 	}
 	if c.HTTP.MaxHeaderBytes < 1024 || c.HTTP.MaxHeaderBytes > 1<<20 {
 		bad("HTTP_MAX_HEADER_BYTES", "must be between 1024 and 1048576")

@@ -60,6 +60,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"LOG_FLUSH_INTERVAL", c.Log.FlushInterval, 100 * time.Millisecond},
 		{"REDIS_MAX_FLUSH_DELAY", c.Redis.MaxFlushDelay, 250 * time.Microsecond},
 		{"HTTP_PARK_ABOVE", c.HTTP.ParkAbove, 1000},
+		{"HTTP_READ_HEADER_TIMEOUT", c.HTTP.ReadHeaderTimeout, 5 * time.Second},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -121,6 +122,8 @@ func TestLoadRefuses(t *testing.T) {
 		{set: map[string]string{"REDIS_MAX_FLUSH_DELAY": "11ms"}, name: "REDIS_MAX_FLUSH_DELAY"},
 		{set: map[string]string{"REDIS_MAX_FLUSH_DELAY": "-1us"}, name: "REDIS_MAX_FLUSH_DELAY"},
 		{set: map[string]string{"HTTP_PARK_ABOVE": "-2"}, name: "HTTP_PARK_ABOVE"},
+		{set: map[string]string{"HTTP_READ_HEADER_TIMEOUT": "0s"}, name: "HTTP_READ_HEADER_TIMEOUT"},
+		{set: map[string]string{"HTTP_READ_HEADER_TIMEOUT": "6m"}, name: "HTTP_READ_HEADER_TIMEOUT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

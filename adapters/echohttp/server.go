@@ -36,6 +36,10 @@ const (
 	RouteOpenAPI    = "/openapi.yaml"
 )
 
+// DefaultReadHeaderTimeout is the header read bound when
+// config.HTTP.ReadHeaderTimeout is zero.
+const DefaultReadHeaderTimeout = 5 * time.Second
+
 // Limits on what a request may carry.
 const (
 	maxBodyBytes     = 1 << 10 // the endpoint takes no body; more than this is 413
@@ -140,13 +144,17 @@ func New(cfg config.HTTP, log *zap.Logger, uc EnsureUser, opts Options) (*Server
 	}
 	s.echo = e
 
+	hdr := cfg.ReadHeaderTimeout
+	if hdr <= 0 {
+		hdr = DefaultReadHeaderTimeout
+	}
 	s.http = &http.Server{
 		Addr:    cfg.Addr,
 		Handler: e,
 		// Headers must arrive quickly (slowloris); the whole request, which
 		// has no body, too. Writing may wait for the Engine's reply.
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
+		ReadHeaderTimeout: hdr,
+		ReadTimeout:       hdr + 5*time.Second,
 		WriteTimeout:      opts.ReplyTimeout + 10*time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    netHTTPHeaderCap,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -425,5 +426,32 @@ func TestRequestLineHasNoCaller(t *testing.T) {
 	lines := logs.FilterMessage("request").All()
 	if len(lines) != 1 || lines[0].Caller.Defined {
 		t.Fatalf("request lines %+v: want one, without a caller", lines)
+	}
+}
+
+// TestReadHeaderTimeoutIsConfigured: HTTP_READ_HEADER_TIMEOUT (here 1 s)
+// is the server's header bound: a client that sends half its headers is cut
+// after it, well before the 5 s default.
+func TestReadHeaderTimeoutIsConfigured(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newServer(t, &stub{}, func(c *config.HTTP, _ *echohttp.Options) { c.ReadHeaderTimeout = time.Second })
+	conn, err := net.Dial("tcp", serve(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte(postEnsure)); err != nil { // no blank line: the headers never end
+		t.Fatal(err)
+	}
+	began := time.Now()
+	_ = conn.SetReadDeadline(began.Add(echohttp.DefaultReadHeaderTimeout))
+	_, err = io.ReadAll(conn)
+	took := time.Since(began)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the connection was still open after %s", took)
+	}
+	if took < time.Second-100*time.Millisecond {
+		t.Fatalf("cut after %s, before the 1 s bound", took)
 	}
 }

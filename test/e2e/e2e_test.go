@@ -260,7 +260,10 @@ func TestNoCrossTalk(t *testing.T) {
 	// Beyond 100 requests in flight the rest are parked: both paths serve
 	// the crowd at once.
 	s := newStack(t, stackOptions{engineDelay: 300 * time.Millisecond, env: map[string]string{
-		"ENGINE_REPLY_TIMEOUT": "20s", "SHUTDOWN_TIMEOUT": "30s", "HTTP_PARK_ABOVE": "100"}})
+		"ENGINE_REPLY_TIMEOUT": "20s", "SHUTDOWN_TIMEOUT": "30s", "HTTP_PARK_ABOVE": "100",
+		// 1,000 new connections at once under -race: a connection's
+		// goroutine may first run seconds after its client sent the headers.
+		"HTTP_READ_HEADER_TIMEOUT": "30s"}})
 	const n = 1000
 	kinds := []struct {
 		prefix string

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ensure-user/ensure-user/adapters/echohttp"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
@@ -64,9 +65,9 @@ func TestClientGoneWhileWaiting(t *testing.T) {
 	}
 }
 
-// readHeaderTimeout is the service's http.Server ReadHeaderTimeout
-// (adapters/echohttp).
-const readHeaderTimeout = 5 * time.Second
+// readHeaderTimeout is the service's http.Server ReadHeaderTimeout: the
+// default of HTTP_READ_HEADER_TIMEOUT, which the rig leaves unset.
+const readHeaderTimeout = echohttp.DefaultReadHeaderTimeout
 
 // TestSlowlorisHeadersAreCut: 20 clients trickle header bytes, one every
 // 200 ms, forever. Each is cut once ReadHeaderTimeout has passed since its

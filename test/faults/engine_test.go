@@ -95,6 +95,9 @@ func TestOverloadRefusesBeyondMaxWaiting(t *testing.T) {
 	r := newRig(t, rigOptions{engine: noEngine, env: map[string]string{
 		"ENGINE_MAX_WAITING": strconv.Itoa(maxWaiting), "ENGINE_REPLY_TIMEOUT": replyTimeout.String(),
 		"SHUTDOWN_TIMEOUT": (replyTimeout + 5*time.Second).String(),
+		// The flood starves the service's goroutines for seconds under
+		// -race: the header bound must not cut clients that sent in time.
+		"HTTP_READ_HEADER_TIMEOUT": "30s",
 	}})
 	tokens := r.tokens("flood", n)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n}}

@@ -84,7 +84,11 @@ func TestManyInstances(t *testing.T) {
 					"INSTANCE_ID":          "scale-" + strconv.Itoa(i),
 					"ENGINE_REPLY_STREAM":  mode.stream,
 					"ENGINE_REPLY_TIMEOUT": "20s", // a bound for a loaded CI machine, not a wait
-					"SHUTDOWN_TIMEOUT":     "30s",
+					// 1,000 new connections per instance on two cores with
+					// the race detector: a connection's goroutine may first
+					// run seconds after its client sent the headers.
+					"HTTP_READ_HEADER_TIMEOUT": "30s",
+					"SHUTDOWN_TIMEOUT":         "30s",
 				})
 			}
 			ctx := context.Background()
