@@ -183,8 +183,7 @@ func (b *Bus) receive(payload []byte) {
 		b.log.Warn("malformed reply skipped", zap.Error(err))
 		return
 	}
-	res, waited := b.table.Deliver(r)
-	b.metrics.Reply(res, waited)
+	res, _ := b.table.Deliver(r, b.metrics.Reply)
 	if res != correlate.Delivered {
 		b.log.Debug("reply not delivered", zap.String("request_id", r.RequestID), zap.Stringer("result", res))
 	}

@@ -602,8 +602,7 @@ func (b *Bus) dispatch(e rueidis.XRangeSlice) {
 			b.log.Warn("malformed reply skipped", zap.String("entry", e.ID), zap.Error(err))
 			return
 		}
-		res, waited := b.table.Deliver(r)
-		b.metrics.Reply(res, waited)
+		res, _ := b.table.Deliver(r, b.metrics.Reply)
 		if res != correlate.Delivered {
 			b.log.Debug("reply not delivered", zap.String("entry", e.ID),
 				zap.String("request_id", r.RequestID), zap.Stringer("result", res))

@@ -16,7 +16,7 @@ func BenchmarkDispatch(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		ch, _ := tab.Register(r.RequestID)
-		tab.Deliver(r)
+		tab.Deliver(r, nil)
 		<-ch
 	}
 }

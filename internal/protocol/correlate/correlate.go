@@ -93,23 +93,33 @@ func (t *Table) Register(id string) (<-chan domain.Reply, error) {
 
 // Deliver hands r to the request waiting for r.RequestID, if any, and stops
 // waiting for it, so a duplicate reply is never delivered. It returns what
-// became of r and, when Delivered, how long the request had waited.
-func (t *Table) Deliver(r domain.Reply) (Result, time.Duration) {
+// became of r and, when Delivered, how long the request had waited. count,
+// when not nil, is called with the same two values before the waiter can
+// receive r, so that whoever has seen a reply also finds it counted.
+func (t *Table) Deliver(r domain.Reply, count func(Result, time.Duration)) (Result, time.Duration) {
 	t.mu.Lock()
 	w, ok := t.waiting[r.RequestID]
 	if !ok {
 		late := t.abandoned.has(r.RequestID) || t.answered.has(r.RequestID)
 		t.mu.Unlock()
+		res := Unknown
 		if late {
-			return Late, 0
+			res = Late
 		}
-		return Unknown, 0
+		if count != nil {
+			count(res, 0)
+		}
+		return res, 0
 	}
 	delete(t.waiting, r.RequestID)
 	t.answered.add(r.RequestID)
 	t.mu.Unlock()
+	waited := time.Since(w.since)
+	if count != nil {
+		count(Delivered, waited)
+	}
 	w.ch <- r // never blocks: buffered for one, and only ever sent here, once
-	return Delivered, time.Since(w.since)
+	return Delivered, waited
 }
 
 // Abandon stops waiting for id and remembers it, so that its reply, if it

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -25,7 +26,7 @@ func TestDeliverToItsWaiterOnly(t *testing.T) {
 	if _, err := tab.Register("a"); !errors.Is(err, correlate.ErrDuplicate) {
 		t.Fatalf("second Register(a) = %v, want ErrDuplicate", err)
 	}
-	if res, _ := tab.Deliver(domain.Reply{RequestID: "b", Message: "for b"}); res != correlate.Delivered {
+	if res, _ := tab.Deliver(domain.Reply{RequestID: "b", Message: "for b"}, nil); res != correlate.Delivered {
 		t.Fatalf("Deliver(b) = %v", res)
 	}
 	if got := <-b; got.Message != "for b" {
@@ -45,7 +46,7 @@ func TestResults(t *testing.T) {
 	t.Parallel()
 	tab := correlate.NewTable(2)
 	ch, _ := tab.Register("answered")
-	tab.Deliver(domain.Reply{RequestID: "answered"})
+	tab.Deliver(domain.Reply{RequestID: "answered"}, nil)
 	<-ch
 	tab.Register("abandoned")
 	tab.Abandon("abandoned")
@@ -63,7 +64,7 @@ func TestResults(t *testing.T) {
 		{"stranger", correlate.Unknown},
 	}
 	for _, tt := range tests {
-		if got, _ := tab.Deliver(domain.Reply{RequestID: tt.id}); got != tt.want {
+		if got, _ := tab.Deliver(domain.Reply{RequestID: tt.id}, nil); got != tt.want {
 			t.Errorf("Deliver(%s) = %v, want %v", tt.id, got, tt.want)
 		}
 	}
@@ -82,7 +83,7 @@ func TestMemoryIsBounded(t *testing.T) {
 		tab.Abandon(id)
 	}
 	for i, want := range []correlate.Result{correlate.Unknown, correlate.Unknown, correlate.Late, correlate.Late, correlate.Late} {
-		if got, _ := tab.Deliver(domain.Reply{RequestID: fmt.Sprint(i)}); got != want {
+		if got, _ := tab.Deliver(domain.Reply{RequestID: fmt.Sprint(i)}, nil); got != want {
 			t.Errorf("Deliver(%d) = %v, want %v", i, got, want)
 		}
 	}
@@ -103,7 +104,7 @@ func TestConcurrentUse(t *testing.T) {
 			if i%2 == 0 {
 				tab.Abandon(id)
 			}
-			tab.Deliver(domain.Reply{RequestID: id, Message: id})
+			tab.Deliver(domain.Reply{RequestID: id, Message: id}, nil)
 			if i%2 == 1 {
 				if r := <-ch; r.Message != id {
 					t.Errorf("%s got %+v", id, r)
@@ -148,5 +149,34 @@ ensure_user_engine_reader_connected 1
 	}
 	if _, err := correlate.NewMetrics(reg, func() int { return 0 }, func() bool { return false }); err == nil {
 		t.Error("registering twice on one registry succeeded")
+	}
+}
+
+// TestDeliverCountsBeforeHandingOver: count sees each result, and a
+// delivered reply is counted before its waiter can receive it, so a request
+// that has its answer finds it in the metrics.
+func TestDeliverCountsBeforeHandingOver(t *testing.T) {
+	t.Parallel()
+	tab := correlate.NewTable(0)
+	ch, err := tab.Register("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var counted []correlate.Result
+	count := func(r correlate.Result, _ time.Duration) {
+		if r == correlate.Delivered && len(ch) != 0 {
+			t.Error("the reply reached its waiter before it was counted")
+		}
+		counted = append(counted, r)
+	}
+	tab.Deliver(domain.Reply{RequestID: "a"}, count)
+	tab.Deliver(domain.Reply{RequestID: "a"}, count)     // a duplicate: late
+	tab.Deliver(domain.Reply{RequestID: "other"}, count) // nobody's: unknown
+	want := []correlate.Result{correlate.Delivered, correlate.Late, correlate.Unknown}
+	if fmt.Sprint(counted) != fmt.Sprint(want) {
+		t.Errorf("counted %v, want %v", counted, want)
+	}
+	if r := <-ch; r.RequestID != "a" {
+		t.Errorf("waiter got %+v", r)
 	}
 }
