@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,6 +48,14 @@ func (g *gated) Execute(ctx context.Context, in ensureuser.Input) (ensureuser.Re
 // serve runs s on a loopback listener until the test ends and returns its
 // address.
 func serve(t *testing.T, s *echohttp.Server) string {
+	addr, _ := serveStop(t, s)
+	return addr
+}
+
+// serveStop is serve that also returns a stop function: it shuts s down
+// (waiting for the parked requests) and reports what Serve returned. The
+// test's cleanup calls it too; it runs once.
+func serveStop(t *testing.T, s *echohttp.Server) (addr string, stop func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -54,7 +63,7 @@ func serve(t *testing.T, s *echohttp.Server) string {
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln, nil) }()
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := s.Shutdown(ctx); err != nil {
@@ -64,7 +73,8 @@ func serve(t *testing.T, s *echohttp.Server) string {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return ln.Addr().String()
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
 }
 
 func parkAbove(n int) func(*config.HTTP, *echohttp.Options) {
@@ -205,7 +215,7 @@ func TestParkedConnectionStaysUsable(t *testing.T) {
 	t.Parallel()
 	uc := &gated{res: ensureuser.Result{Outcome: domain.Confirmed, UserID: "u1", RequestID: "r1"}}
 	s, logs, reg := newServer(t, uc, parkAbove(0))
-	addr := serve(t, s)
+	addr, stop := serveStop(t, s)
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -234,6 +244,11 @@ func TestParkedConnectionStaysUsable(t *testing.T) {
 	if n := testutil.ToFloat64(counter(t, reg, "ensure_user_http_parked_total")); n != 3 {
 		t.Errorf("parked %v requests, want 3", n)
 	}
+	// A parked request is logged and counted after its answer is written (a
+	// failed write is logged as client_gone), so the client can read the
+	// answer first: stop the server, which waits for the parked requests.
+	_ = conn.Close()
+	stop()
 	// Each parked request has its log line, with what the use case found.
 	lines := logs.FilterMessage("request").FilterField(zap.String("outcome", "confirmed")).All()
 	if len(lines) != 3 {
