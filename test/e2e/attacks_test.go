@@ -203,6 +203,7 @@ func runAttacks(t *testing.T, withSecret bool) {
 			t.Errorf("a valid token after the battery: %d %s", status, body)
 		}
 	}
+	s.svc.Stop(t, 30*time.Second) // its request lines are buffered: flush them
 	out := s.svc.Output()
 	for _, c := range cases {
 		for _, seg := range strings.FieldsFunc(c.token, func(r rune) bool { return r == '.' || r == '"' }) {

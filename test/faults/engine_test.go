@@ -49,13 +49,14 @@ func TestEngineDownBacklogIsProcessedLater(t *testing.T) {
 	}
 	inStream := assertDistinctRequestIDs(t, r.streamRequests())
 	logged := map[string]bool{}
-	for _, l := range logsWith(r.svc.Process, "request") {
-		if l["route"] == endpoint && l["outcome"] == "initiated" {
-			id, _ := l["engine_request_id"].(string)
-			logged[id] = true
-			if _, ok := inStream[id]; !ok {
-				t.Errorf("the service logged command %s, which is not in the stream", id)
-			}
+	lines := waitLogs(t, r.svc.Process, n, func(l map[string]any) bool {
+		return l["msg"] == "request" && l["route"] == endpoint && l["outcome"] == "initiated"
+	})
+	for _, l := range lines {
+		id, _ := l["engine_request_id"].(string)
+		logged[id] = true
+		if _, ok := inStream[id]; !ok {
+			t.Errorf("the service logged command %s, which is not in the stream", id)
 		}
 	}
 	if len(logged) != n {

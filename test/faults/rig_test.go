@@ -314,13 +314,26 @@ func (r *rig) waitEngineCaughtUp(timeout time.Duration) groupState {
 	return gs
 }
 
-// logsWith returns the service's JSON log lines with msg.
-func logsWith(p *testenv.Process, msg string) []map[string]any {
+// waitLogs waits until the process has printed at least n JSON log lines
+// that match accepts, and returns those it has. Request lines are written in
+// batches (LOG_FLUSH_INTERVAL), so a client can hold its answer before the
+// line is out.
+func waitLogs(t *testing.T, p *testenv.Process, n int, match func(map[string]any) bool) []map[string]any {
+	t.Helper()
 	var out []map[string]any
-	for _, l := range p.Logs() {
-		if l["msg"] == msg {
-			out = append(out, l)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := p.WaitOutput(ctx, func(_ string, logs []map[string]any) bool {
+		out = out[:0]
+		for _, l := range logs {
+			if match(l) {
+				out = append(out, l)
+			}
 		}
+		return len(out) >= n
+	})
+	if err != nil {
+		t.Errorf("%d matching log lines, want %d: %v", len(out), n, err)
 	}
 	return out
 }

@@ -220,6 +220,24 @@ func (p *Process) Wait(ctx context.Context) (int, error) {
 	}
 }
 
+// Stop sends SIGTERM and waits up to grace for the process to exit, so that
+// it flushes its buffered log lines (LOG_FLUSH_INTERVAL); t fails when it
+// does not exit in time. It does nothing when the process has exited.
+func (p *Process) Stop(t testing.TB, grace time.Duration) {
+	t.Helper()
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.Signal(syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if _, err := p.Wait(ctx); err != nil {
+		t.Errorf("the process did not exit within %s of SIGTERM", grace)
+	}
+}
+
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 

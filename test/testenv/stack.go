@@ -81,9 +81,11 @@ func (s *Service) RequireReady(t testing.TB, timeout time.Duration) {
 }
 
 // FailOnTokenInOutput makes t fail at cleanup when the service printed
-// something that looks like a JWT: tokens must never reach the logs.
+// something that looks like a JWT: tokens must never reach the logs. The
+// cleanup stops the service first, so that its buffered lines are out.
 func (s *Service) FailOnTokenInOutput(t testing.TB) {
 	t.Cleanup(func() {
+		s.Stop(t, 30*time.Second)
 		if strings.Contains(s.Output(), "eyJ") {
 			t.Errorf("service output contains something that looks like a JWT")
 		}
