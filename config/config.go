@@ -80,6 +80,7 @@ type Engine struct {
 	RequestStream string        // ENGINE_REQUEST_STREAM
 	ReplyStream   string        // ENGINE_REPLY_STREAM
 	ReplyTimeout  time.Duration // ENGINE_REPLY_TIMEOUT
+	SendTimeout   time.Duration // ENGINE_SEND_TIMEOUT: bound of one XADD (and the bus's other single commands), capped by ReplyTimeout
 	RequestMaxLen int64         // ENGINE_REQUEST_MAXLEN, approximate (MAXLEN ~)
 	MaxWaiting    int           // ENGINE_MAX_WAITING
 	Coalesce      bool          // ENGINE_COALESCE: concurrent requests for one user share one command
@@ -227,6 +228,7 @@ var Vars = []Var{
 	{"ENGINE_REQUEST_STREAM", "engine:requests", "stream the createUser commands go to"},
 	{"ENGINE_REPLY_STREAM", "engine:replies", "stream the Engine replies on"},
 	{"ENGINE_REPLY_TIMEOUT", "5s", "how long a request waits for the Engine's reply"},
+	{"ENGINE_SEND_TIMEOUT", "2s", "bound of the XADD that sends a command (redis-streams; capped by ENGINE_REPLY_TIMEOUT): past it the outcome is unknown and the answer is 502"},
 	{"ENGINE_REQUEST_MAXLEN", "1000000", "approximate length cap of the request stream (MAXLEN ~)"},
 	{"ENGINE_MAX_WAITING", "20000", "requests waiting at once beyond which new ones get 503 busy"},
 	{"ENGINE_COALESCE", "false", "concurrent requests for the same user share one in-flight command (off: every call sends)"},
@@ -314,6 +316,7 @@ func Load(lookup Lookup) (Config, error) {
 			RequestStream: p.Str("ENGINE_REQUEST_STREAM"),
 			ReplyStream:   p.Str("ENGINE_REPLY_STREAM"),
 			ReplyTimeout:  p.Duration("ENGINE_REPLY_TIMEOUT"),
+			SendTimeout:   p.Duration("ENGINE_SEND_TIMEOUT"),
 			RequestMaxLen: int64(p.Int("ENGINE_REQUEST_MAXLEN")),
 			MaxWaiting:    p.Int("ENGINE_MAX_WAITING"),
 			Coalesce:      p.Bool("ENGINE_COALESCE"),
@@ -432,6 +435,9 @@ func (c Config) Validate() []error {
 	}
 	if e.ReplyTimeout <= 0 {
 		bad("ENGINE_REPLY_TIMEOUT", "must be positive")
+	}
+	if e.SendTimeout < 10*time.Millisecond || e.SendTimeout > time.Minute {
+		bad("ENGINE_SEND_TIMEOUT", "must be between 10ms and 1m")
 	}
 	if e.RequestMaxLen <= 0 {
 		bad("ENGINE_REQUEST_MAXLEN", "must be positive")

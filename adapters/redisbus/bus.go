@@ -56,6 +56,7 @@ const (
 	ReadCount = 512
 	// XaddTimeout bounds one XADD (capped by the reply timeout), so no request
 	// hangs on a half-open connection: when it fires the outcome is unknown.
+	// ENGINE_SEND_TIMEOUT replaces it.
 	XaddTimeout = 2 * time.Second
 	// DurableWaitMax caps the WAIT/WAITAOF of ENGINE_DURABLE_SEND, which is
 	// also at most a quarter of the reply timeout, so that proving a command
@@ -116,6 +117,9 @@ func defaultSettings(cfg config.Engine) settings {
 		durableWait: DurableWaitMax, streamTTL: ReplyStreamTTL, heartbeat: ReplyStreamHeartbeat,
 		keep: ReplyStreamKeep, backlogEvery: BacklogInterval, backlogWarn: BacklogWarnEvery,
 		maxGroupLabel: maxGroupLabels,
+	}
+	if cfg.SendTimeout > 0 {
+		s.xaddTimeout = cfg.SendTimeout
 	}
 	if cfg.ReplyTimeout > 0 && cfg.ReplyTimeout < s.xaddTimeout {
 		s.xaddTimeout = cfg.ReplyTimeout

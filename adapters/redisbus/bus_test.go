@@ -583,3 +583,22 @@ func TestStoppedBusRefuses(t *testing.T) {
 		t.Errorf("Ready after stop = %v", err)
 	}
 }
+
+// TestSendTimeoutBound: ENGINE_SEND_TIMEOUT replaces the 2 s default bound of
+// an XADD, and the reply timeout caps it either way.
+func TestSendTimeoutBound(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		send, reply, want time.Duration
+	}{
+		{0, 5 * time.Second, XaddTimeout},
+		{0, time.Second, time.Second},
+		{10 * time.Second, 20 * time.Second, 10 * time.Second},
+		{10 * time.Second, 3 * time.Second, 3 * time.Second},
+		{100 * time.Millisecond, 5 * time.Second, 100 * time.Millisecond},
+	} {
+		if got := defaultSettings(config.Engine{SendTimeout: tt.send, ReplyTimeout: tt.reply}).xaddTimeout; got != tt.want {
+			t.Errorf("send %s, reply %s: XADD bound %s, want %s", tt.send, tt.reply, got, tt.want)
+		}
+	}
+}

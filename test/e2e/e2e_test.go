@@ -262,8 +262,9 @@ func TestNoCrossTalk(t *testing.T) {
 	s := newStack(t, stackOptions{engineDelay: 300 * time.Millisecond, env: map[string]string{
 		"ENGINE_REPLY_TIMEOUT": "20s", "SHUTDOWN_TIMEOUT": "30s", "HTTP_PARK_ABOVE": "100",
 		// 1,000 new connections at once under -race: a connection's
-		// goroutine may first run seconds after its client sent the headers.
-		"HTTP_READ_HEADER_TIMEOUT": "30s"}})
+		// goroutine may first run seconds after its client sent the headers,
+		// and an XADD may take longer than its 2 s default bound (a 502).
+		"HTTP_READ_HEADER_TIMEOUT": "30s", "ENGINE_SEND_TIMEOUT": "20s"}})
 	const n = 1000
 	kinds := []struct {
 		prefix string

@@ -99,6 +99,8 @@ func TestOverloadRefusesBeyondMaxWaiting(t *testing.T) {
 		// The flood starves the service's goroutines for seconds under
 		// -race: the header bound must not cut clients that sent in time.
 		"HTTP_READ_HEADER_TIMEOUT": "30s",
+		// and may hold an XADD past its 2 s default bound (a 502).
+		"ENGINE_SEND_TIMEOUT": replyTimeout.String(),
 	}})
 	tokens := r.tokens("flood", n)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n}}

@@ -86,8 +86,11 @@ func TestManyInstances(t *testing.T) {
 					"ENGINE_REPLY_TIMEOUT": "20s", // a bound for a loaded CI machine, not a wait
 					// 1,000 new connections per instance on two cores with
 					// the race detector: a connection's goroutine may first
-					// run seconds after its client sent the headers.
+					// run seconds after its client sent the headers, and an
+					// XADD may take longer than its 2 s default bound (CI saw
+					// 163 of 3,000 answered 502 so).
 					"HTTP_READ_HEADER_TIMEOUT": "30s",
+					"ENGINE_SEND_TIMEOUT":      "20s",
 					"SHUTDOWN_TIMEOUT":         "30s",
 				})
 			}
