@@ -185,8 +185,11 @@ func TestOverloadRefusesBeyondMaxWaiting(t *testing.T) {
 // not decide its answer), and valid requests keep working.
 func TestMisbehavingEngine(t *testing.T) {
 	t.Parallel()
-	const replyTimeout = 3 * time.Second
-	r := newRig(t, rigOptions{engine: scriptEngine, env: map[string]string{"ENGINE_REPLY_TIMEOUT": replyTimeout.String()}})
+	// Every reply below but the late one must arrive before this: the junk
+	// (1 MiB of it) and the replies took 3 s on a loaded CI machine.
+	const replyTimeout = 10 * time.Second
+	r := newRig(t, rigOptions{engine: scriptEngine, env: map[string]string{
+		"ENGINE_REPLY_TIMEOUT": replyTimeout.String(), "SHUTDOWN_TIMEOUT": (replyTimeout + 5*time.Second).String()}})
 	want(t, "before", r.ensure("ok-before"), 200, bodyConfirmed)
 	base := map[string]float64{}
 	for _, m := range []string{mDelivered, mLate, mUnknown, mMalformed} {
