@@ -135,7 +135,7 @@ func TestSlowlorisHeadersAreCut(t *testing.T) {
 			served++
 			a := r.ensure("ok-busy-" + strconv.Itoa(served))
 			want(t, "a normal client meanwhile", a, 200, bodyConfirmed)
-			if a.Took > time.Second {
+			if a.Took >= readHeaderTimeout/2 { // blocked behind the trickling clients, it would wait until they are cut
 				t.Errorf("a normal client waited %s while slow clients trickled", a.Took)
 			}
 		}
@@ -220,7 +220,7 @@ func TestTenThousandIdleKeepAliveConnections(t *testing.T) {
 	r.waitReady(5 * time.Second)
 	a := r.ensure("idle-newcomer")
 	want(t, "a new client among 10,000 idle connections", a, 200, bodyConfirmed)
-	if a.Took > 2*time.Second {
+	if a.Took > 10*time.Second { // a bound for a hang, on a loaded machine
 		t.Errorf("a new client waited %s", a.Took)
 	}
 	for range 20 {
