@@ -19,11 +19,14 @@ import (
 //     fails fast in that case, well under a second.
 //   - domain.ErrEngineFailed: the outcome of the publish is unknown (the
 //     connection dropped after the write); the command may have been sent.
-//   - a context error when ctx ended before the command was handed to the
-//     transport; nothing was sent then.
+//   - a context error when ctx had ended before Send began; nothing was
+//     sent then.
 //
-// Once Send has returned a channel the command is out: cancelling ctx does
-// not un-send it.
+// Once Send has begun publishing, cancelling ctx does not stop the publish:
+// Send still reports whether the command went out (bounded by the
+// transport's own timeout), so that a caller that hangs up mid-publish is
+// told "sent" or "not sent" rather than "unknown". Once Send has returned a
+// channel the command is out: cancelling ctx does not un-send it.
 //
 // Abandon stops waiting for the reply to requestID and frees its slot; a reply
 // arriving later is counted as late and dropped. It reports whether replies

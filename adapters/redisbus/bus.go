@@ -289,7 +289,10 @@ func newErrorCounters(reg prometheus.Registerer) (map[string]prometheus.Counter,
 // instance's reply stream. With ENGINE_DURABLE_SEND the XADD is followed, on
 // the same connection, by WAIT 1 or WAITAOF 1 0 (see durable.go). It returns
 // the channel that receives the reply. Errors:
-//   - ctx's error when ctx ended before the XADD was handed to rueidis;
+//   - ctx's error when ctx had ended when Send was called; once it has
+//     begun, the publish runs to its own bound (XaddTimeout or
+//     ENGINE_SEND_TIMEOUT) whatever becomes of ctx, so that a caller that
+//     hangs up still gets a known outcome;
 //   - domain.ErrBusUnavailable when the command was provably not sent: the
 //     reader has no start id yet, the bus is stopped, the connection could
 //     not be established, the client is closing, or Redis answered the XADD
@@ -327,11 +330,16 @@ func (b *Bus) Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply
 	xadd := b.client.B().Xadd().Key(b.cfg.RequestStream).
 		Maxlen().Almost().Threshold(strconv.FormatInt(b.cfg.RequestMaxLen, 10)).
 		Id("*").FieldValue().FieldValue(protocol.Field, rueidis.BinaryString(payload)).Build()
+	// From here the publish is not cancelled with ctx, only bounded by its
+	// own timeout: a caller that hangs up while the XADD is in flight (the
+	// command may already be in the stream) still learns whether it went out,
+	// instead of an unknown outcome.
+	pctx := context.WithoutCancel(ctx)
 	var durErr error
 	if b.durableMode() {
-		err, durErr = b.durableXadd(ctx, xadd)
+		err, durErr = b.durableXadd(pctx, xadd)
 	} else {
-		xctx, cancel := context.WithTimeout(ctx, b.set.xaddTimeout)
+		xctx, cancel := context.WithTimeout(pctx, b.set.xaddTimeout)
 		err = b.client.Do(xctx, xadd).Error()
 		cancel()
 	}

@@ -602,3 +602,56 @@ func TestSendTimeoutBound(t *testing.T) {
 		}
 	}
 }
+
+// TestSendOutlivesItsCaller: the caller hangs up while its XADD is held by
+// Redis (CLIENT PAUSE WRITE). The publish is not cut short: once Redis runs
+// the XADD, Send reports the command sent and returns its reply channel,
+// instead of an unknown outcome for a command that is in the stream.
+func TestSendOutlivesItsCaller(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	r.SkipIfEmbedded(t, "CLIENT PAUSE")
+	f := newFixture(t, r)
+	f.roundTrip(t)
+	admin := testContext(t)
+	r.MustDo(admin, "CLIENT", "PAUSE", "10000", "WRITE")
+	t.Cleanup(func() { r.Do(context.Background(), "CLIENT", "UNPAUSE") })
+
+	ctx, hangUp := context.WithCancel(context.Background())
+	type sent struct {
+		replies <-chan domain.Reply
+		err     error
+	}
+	done := make(chan sent, 1)
+	cmd := newCommand("leaver")
+	go func() {
+		replies, err := f.bus.Send(ctx, cmd)
+		done <- sent{replies, err}
+	}()
+	// Redis holds the XADD: a client blocked (flags b) on it.
+	testenv.Eventually(t, 10*time.Second, "the XADD is held by the pause", func() bool {
+		list, _ := r.MustDo(admin, "CLIENT", "LIST").ToString()
+		for line := range strings.Lines(list) {
+			if strings.Contains(line, " cmd=xadd ") && strings.Contains(line, " flags=b ") {
+				return true
+			}
+		}
+		return false
+	})
+	hangUp()
+	select {
+	case s := <-done:
+		t.Fatalf("Send returned (%v) while its XADD was still held", s.err)
+	default:
+	}
+	r.MustDo(admin, "CLIENT", "UNPAUSE")
+	s := <-done
+	if s.err != nil {
+		t.Fatalf("Send after its caller hung up = %v, want the command reported sent", s.err)
+	}
+	f.answer(t)
+	expectReply(t, s.replies, cmd.RequestID)
+	if got := f.metric(t, "ensure_user_engine_commands_sent_total"); got != 2 {
+		t.Errorf("sent = %v, want 2 (the round trip and this one)", got)
+	}
+}

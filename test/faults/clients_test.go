@@ -65,6 +65,58 @@ func TestClientGoneWhileWaiting(t *testing.T) {
 	}
 }
 
+// TestClientGoneDuringXadd: the client hangs up while Redis still holds the
+// request's XADD (CLIENT PAUSE WRITE). The command goes out when Redis
+// resumes, and the service knows it: counted as sent, the outcome is
+// client_gone (not an unknown send, 502), and the log names the command that
+// stays. CI met this race by chance in TestClientGoneWhileWaiting.
+func TestClientGoneDuringXadd(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{engine: noEngine, env: map[string]string{"ENGINE_REPLY_TIMEOUT": "10s", "SHUTDOWN_TIMEOUT": "15s"}})
+	tok := r.token("gone-mid-xadd")
+	admin := context.Background()
+	r.redis.MustDo(admin, "CLIENT", "PAUSE", "20000", "WRITE")
+	t.Cleanup(func() { r.redis.Do(admin, "CLIENT", "UNPAUSE") })
+	ctx, hangUp := context.WithCancel(context.Background())
+	done := make(chan testenv.Answer, 1)
+	go func() { done <- r.post(ctx, r.client, tok) }()
+	if err := poll(10*time.Second, func() bool {
+		list, _ := r.redis.MustDo(admin, "CLIENT", "LIST").ToString()
+		for line := range strings.Lines(list) {
+			if strings.Contains(line, " cmd=xadd ") && strings.Contains(line, " flags=b ") {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatalf("Redis never held the XADD: %v", err)
+	}
+	hangUp()
+	if a := <-done; !errors.Is(a.Err, context.Canceled) {
+		t.Fatalf("the client did not hang up: %s", a)
+	}
+	r.redis.MustDo(admin, "CLIENT", "UNPAUSE")
+
+	r.waitMetric(mClientGone, 10*time.Second, func(v float64) bool { return v == 1 })
+	lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := r.svc.WaitLog(lctx, "client went away while waiting; the command stays sent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqs := r.streamRequests()
+	if len(reqs) != 1 || reqs[0].RequestID != l["engine_request_id"] {
+		t.Errorf("logged %v; the stream holds %+v", l, reqs)
+	}
+	if sent, unknown := r.metric(mSent), r.metric(mSendUnknown); sent != 1 || unknown != 0 {
+		t.Errorf("%s = %v, %s = %v; want 1 and 0", mSent, sent, mSendUnknown, unknown)
+	}
+	lines := waitLogs(t, r.svc.Process, 1, func(l map[string]any) bool { return l["msg"] == "request" })
+	if len(lines) != 1 || lines[0]["outcome"] != "client_gone" || lines[0]["status"] != float64(499) {
+		t.Errorf("request lines %v, want one client_gone 499", lines)
+	}
+}
+
 // readHeaderTimeout is the service's http.Server ReadHeaderTimeout: the
 // default of HTTP_READ_HEADER_TIMEOUT, which the rig leaves unset.
 const readHeaderTimeout = echohttp.DefaultReadHeaderTimeout
