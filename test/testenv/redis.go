@@ -239,6 +239,18 @@ func (r *Redis) RedisClients(ctx context.Context) []map[string]string {
 	return list
 }
 
+// Holds reports whether a client is blocked (flags b) in cmd (lower case,
+// such as "xadd"): for example an XADD that CLIENT PAUSE WRITE holds.
+func (r *Redis) Holds(ctx context.Context, cmd string) bool {
+	r.t.Helper()
+	for _, c := range r.RedisClients(ctx) {
+		if c["cmd"] == cmd && strings.Contains(c["flags"], "b") {
+			return true
+		}
+	}
+	return false
+}
+
 // RedisCommandCalls reports how many times the server ran cmd (lower case,
 // such as "xadd") since start or CONFIG RESETSTAT, from INFO commandstats.
 func (r *Redis) RedisCommandCalls(ctx context.Context, cmd string) int64 {
