@@ -2,7 +2,6 @@ package domain
 
 import (
 	"fmt"
-	"net/mail"
 	"unicode/utf8"
 )
 
@@ -58,12 +57,4 @@ func checkText(s string, max int) error {
 		}
 	}
 	return nil
-}
-
-// isAddrSpec reports whether s is a bare addr-spec (local@domain): net/mail
-// parses it to exactly itself, so display names, angle brackets, comments and
-// group syntax are all refused.
-func isAddrSpec(s string) bool {
-	a, err := mail.ParseAddress(s)
-	return err == nil && a.Name == "" && a.Address == s
 }

@@ -99,3 +99,52 @@ func TestNewRequestID(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+// ordinaryIdentity is the shape NewUser sees on nearly every request: an ASCII
+// user id and a plain dot-atom email.
+var ordinaryIdentity = domain.Identity{UserID: "user-1234567890", Email: "someone.else+tag@mail.example.com"}
+
+// TestNewUserAllocs pins the hot path at zero heap allocations. It does not
+// call t.Parallel: AllocsPerRun reads process-wide counters, so it must run
+// while no other test is allocating.
+func TestNewUserAllocs(t *testing.T) {
+	tests := []domain.Identity{
+		ordinaryIdentity,
+		{UserID: "u1", Email: "a@example.com"},
+		{UserID: "42", Email: "First.Last-1@Sub.Example-Host.CO.UK"},
+		{UserID: "x", Email: "o'brien!#$%&*/=?^_`{|}~@example.org"},
+	}
+	for _, id := range tests {
+		allocs := testing.AllocsPerRun(200, func() {
+			if _, err := domain.NewUser(id); err != nil {
+				t.Fatalf("NewUser(%+v) = %v", id, err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("NewUser(%+v) allocates %.1f times per call, want 0", id, allocs)
+		}
+	}
+}
+
+// BenchmarkNewUser measures the per-request validation: "ordinary" is the
+// allocation-free fast path, "fallback" an email (non-ASCII) that still takes
+// the net/mail parser.
+func BenchmarkNewUser(b *testing.B) {
+	benchmarks := []struct {
+		name string
+		id   domain.Identity
+	}{
+		{"ordinary", ordinaryIdentity},
+		{"fallback", domain.Identity{UserID: "user-1234567890", Email: "jürgen.müller@exämple.de"}},
+	}
+	for _, bm := range benchmarks {
+		b.Run(bm.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := domain.NewUser(bm.id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
