@@ -16,6 +16,12 @@
 // results/<timestamp>/report.md with a latency plot (latency.png) and the
 // raw figures (results.json); a summary is printed.
 //
+// The CPU targets are judged against the floor: the floor scenarios (floor,
+// floor-c1, floor-c16) drive cmd/loadtest/floor, Echo on net/http answering
+// after only the raw ES256 check, with the workers of c64, c1 and c16, and
+// the report gives the median of the runs' same-run ratios. A missed target
+// is reported, not failed.
+//
 // Usage:
 //
 //	go run ./cmd/loadtest [-quick] [-scenarios c64,slow] [-duration 10s] [-runs 3] ...
@@ -68,8 +74,15 @@ func main() {
 	os.Exit(1)
 }
 
-// allScenarios lists the scenario names in the order they run.
-var allScenarios = []string{"c1", "c16", "c64", "floor", "c256", "open", "slow", "x3-shared", "x3-per-instance", "coalesce", "durable"}
+// allScenarios lists the scenario names in the order they run: each floor
+// right after the service scenario of its concurrency, so that the two see
+// the machine in the same state. "floor" is the 64-worker one (the name
+// predates the others).
+var allScenarios = []string{"c1", "floor-c1", "c16", "floor-c16", "c64", "floor", "c256", "open", "slow", "x3-shared", "x3-per-instance", "coalesce", "durable"}
+
+// floorOf names the floor scenario of each closed-loop service scenario
+// that has one: the same workers against cmd/loadtest/floor.
+var floorOf = map[string]string{"c1": "floor-c1", "c16": "floor-c16", "c64": "floor"}
 
 // options are the command line.
 type options struct {
@@ -121,7 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.slowRequests, "slow-requests", 10000, "requests waiting at once in the slow scenario")
 	fs.DurationVar(&o.slowDelay, "slow-delay", 2*time.Second, "ENGINE_REPLY_DELAY of the slow scenario")
 	fs.DurationVar(&o.slowTimeout, "slow-reply-timeout", 10*time.Second, "the service's ENGINE_REPLY_TIMEOUT in the slow scenario (0: the service default, 5s); above the default so that a busy machine cannot turn the slow Engine into timeouts")
-	fs.StringVar(&o.slowMemLimit, "slow-memlimit", "230MiB", "the service's GOMEMLIMIT in the slow scenario: 90 % of the 256 MB target, as a deployment with a 256 MB memory limit sets it (empty: unset)")
+	fs.StringVar(&o.slowMemLimit, "slow-memlimit", "", "the service's GOMEMLIMIT in the slow scenario (empty, the default: unset, as the memory target is judged; e.g. 230MiB for a 256 MB container)")
 	fs.IntVar(&o.coalesceN, "coalesce-requests", 100, "simultaneous requests for one user in the coalesce scenario")
 	fs.DurationVar(&o.coalesceDelay, "coalesce-delay", 500*time.Millisecond, "ENGINE_REPLY_DELAY of the coalesce scenario, so that the requests overlap")
 	fs.IntVar(&o.instances, "instances", 3, "service instances of the x3-* scenarios")
@@ -154,7 +167,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 				apply()
 			}
 		}
-		def("scenarios", func() { *scen = "c1,c64,floor,open,slow,coalesce" })
+		def("scenarios", func() { *scen = "c1,floor-c1,c64,floor,open,slow,coalesce" })
 		def("duration", func() { o.duration = time.Second })
 		def("rate", func() { o.rate = 200 })
 		def("slow-requests", func() { o.slowRequests = 300 })
@@ -182,18 +195,29 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-// scenarios builds the scenarios o selects.
+// build returns the scenarios o selects.
 func (o options) build() []scenario {
+	// -service-env is applied after the scenario's own variables, so its
+	// GOMEMLIMIT, if any, is the one the slow scenario runs with.
+	memLimit := o.slowMemLimit
+	if v, ok := o.serviceEnv["GOMEMLIMIT"]; ok {
+		memLimit = v
+	}
+	floor := func(name string, workers int) scenario {
+		return scenario{Name: name, Kind: "closed", Concurrency: workers, Floor: true,
+			Description: fmt.Sprintf("the HTTP stack's floor: Echo on net/http (cmd/loadtest/floor) answering after only the raw ES256 check, %d worker(s)", workers)}
+	}
 	all := map[string]scenario{
-		"c1":  {Name: "c1", Kind: "closed", Concurrency: 1, Description: "closed loop, 1 worker"},
-		"c16": {Name: "c16", Kind: "closed", Concurrency: 16, Description: "closed loop, 16 workers"},
-		"c64": {Name: "c64", Kind: "closed", Concurrency: 64, Description: "closed loop, 64 workers"},
-		"floor": {Name: "floor", Kind: "closed", Concurrency: 64, Floor: true,
-			Description: "the HTTP stack's floor: Echo on net/http (cmd/loadtest/floor) answering after only the raw ES256 check, 64 workers"},
-		"c256": {Name: "c256", Kind: "closed", Concurrency: 256, Description: "closed loop, 256 workers"},
-		"open": {Name: "open", Kind: "open", Rate: o.rate, Description: fmt.Sprintf("open loop, %g requests/s", o.rate)},
-		"slow": {Name: "slow", Kind: "burst", Requests: o.slowRequests, EngineDelay: o.slowDelay, ReplyTimeout: o.slowTimeout, MemLimit: o.slowMemLimit,
-			Description: fmt.Sprintf("%d requests at once, Engine replies after %s (ENGINE_REPLY_TIMEOUT %s, GOMEMLIMIT %s)", o.slowRequests, o.slowDelay, cmp.Or(o.slowTimeout, 5*time.Second), cmp.Or(o.slowMemLimit, "unset"))},
+		"c1":        {Name: "c1", Kind: "closed", Concurrency: 1, Description: "closed loop, 1 worker"},
+		"floor-c1":  floor("floor-c1", 1),
+		"c16":       {Name: "c16", Kind: "closed", Concurrency: 16, Description: "closed loop, 16 workers"},
+		"floor-c16": floor("floor-c16", 16),
+		"c64":       {Name: "c64", Kind: "closed", Concurrency: 64, Description: "closed loop, 64 workers"},
+		"floor":     floor("floor", 64),
+		"c256":      {Name: "c256", Kind: "closed", Concurrency: 256, Description: "closed loop, 256 workers"},
+		"open":      {Name: "open", Kind: "open", Rate: o.rate, Description: fmt.Sprintf("open loop, %g requests/s", o.rate)},
+		"slow": {Name: "slow", Kind: "burst", Requests: o.slowRequests, EngineDelay: o.slowDelay, ReplyTimeout: o.slowTimeout, MemLimit: memLimit,
+			Description: fmt.Sprintf("%d requests at once, Engine replies after %s (ENGINE_REPLY_TIMEOUT %s, GOMEMLIMIT %s)", o.slowRequests, o.slowDelay, cmp.Or(o.slowTimeout, 5*time.Second), cmp.Or(memLimit, "unset"))},
 		"x3-shared": {Name: "x3-shared", Kind: "closed", Concurrency: 64, Instances: o.instances, ReplyStream: replyStream,
 			Description: fmt.Sprintf("%d instances, 64 workers, one shared reply stream", o.instances)},
 		"x3-per-instance": {Name: "x3-per-instance", Kind: "closed", Concurrency: 64, Instances: o.instances, ReplyStream: perInstance,
@@ -260,11 +284,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		defer os.RemoveAll(t.workDir)
 	}
 
+	scs := o.build()
 	pkgs := []string{"./cmd/engine-sim"}
 	if o.serviceBin == "" {
 		pkgs = append(pkgs, servicePkg)
 	}
-	if slices.Contains(o.scenarios, "floor") {
+	if slices.ContainsFunc(scs, func(sc scenario) bool { return sc.Floor }) {
 		pkgs = append(pkgs, floorPkg)
 	}
 	fmt.Fprintf(stdout, "loadtest: building %s ...\n", strings.Join(pkgs, " "))
@@ -282,7 +307,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer t.idp.close()
 
-	scs := o.build()
 	pool := 0
 	for _, sc := range scs {
 		switch sc.Kind {

@@ -109,6 +109,7 @@ type result struct {
 	ToolCPU     float64 `json:"loadgen_cpu_us"`
 
 	PeakRSSMB      float64 `json:"service_peak_rss_mb"` // VmHWM, the largest instance's
+	IdleRSSMB      float64 `json:"service_idle_rss_mb"` // VmRSS of the largest instance after the warm-up, just before the load
 	PeakGoroutines int64   `json:"service_peak_goroutines"`
 	PeakWaiting    int64   `json:"service_peak_waiting"`
 	PeakHeapMB     float64 `json:"service_peak_heap_inuse_mb"`  // sampled go_memstats_heap_inuse_bytes
@@ -451,6 +452,13 @@ func (t *tool) runScenario(ctx context.Context, sc scenario, rep int) (*result, 
 		if sc.Coalesce {
 			tokens = t.oneUser[:sc.Requests]
 		}
+	}
+	for _, p := range e.services {
+		rss, err := proc.StatusKB(p.Pid(), "VmRSS")
+		if err != nil {
+			return nil, err
+		}
+		res.IdleRSSMB = max(res.IdleRSSMB, float64(rss)/1024)
 	}
 	if e.rc != nil {
 		if err := e.rc.resetStats(ctx); err != nil {

@@ -1,5 +1,5 @@
-// Command floor is the load test's reference point for target 4: the HTTP
-// stack ensure-user is built on - Echo on net/http, with the service's
+// Command floor is the load test's reference point for the CPU targets: the
+// HTTP stack ensure-user is built on - Echo on net/http, with the service's
 // server timeouts - answering POST /api/v1/auth/ensure-user with the
 // confirmed body after only the raw ES256 check of the bearer token
 // (SHA-256 and crypto/ecdsa.Verify, as the tool's calibration does). No
@@ -11,9 +11,10 @@
 // line, metrics), and what the floor spends above the raw check is the HTTP
 // stack's and the kernel's.
 //
-// cmd/loadtest starts it for the floor scenario with FLOOR_KEY, the
-// identity provider's public key as base64url of the uncompressed point, and
-// FLOOR_ADDR; it logs one JSON line {"msg":"listening","addr":...}.
+// cmd/loadtest starts it for the floor scenarios (floor, floor-c1 and
+// floor-c16: 64, 1 and 16 workers) with FLOOR_KEY, the identity provider's
+// public key as base64url of the uncompressed point, and FLOOR_ADDR; it logs
+// one JSON line {"msg":"listening","addr":...}.
 package main
 
 import (
