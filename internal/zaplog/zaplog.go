@@ -21,10 +21,11 @@ const bufferSize = 256 << 10
 // LOG_FLUSH_INTERVAL. Logs go to stderr, with ISO 8601 timestamps and no
 // sampling: every request's line is kept.
 func New(cfg config.Log) (*zap.Logger, error) {
-	return build(cfg, os.Stderr)
+	return NewTo(cfg, os.Stderr)
 }
 
-func build(cfg config.Log, w io.Writer) (*zap.Logger, error) {
+// NewTo is New writing to w instead of stderr, for benchmarks and tests.
+func NewTo(cfg config.Log, w io.Writer) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(cfg.Level)
 	if err != nil {
 		return nil, fmt.Errorf("LOG_LEVEL: %w", err)
@@ -53,7 +54,7 @@ func build(cfg config.Log, w io.Writer) (*zap.Logger, error) {
 		// (with what is pending before them), and zap syncs before Fatal and
 		// Panic; the binaries Sync at exit.
 		ws = &zapcore.BufferedWriteSyncer{WS: ws, Size: bufferSize, FlushInterval: cfg.FlushInterval}
-		core = syncAtWarn{zapcore.NewCore(enc, ws, level)}
+		core = &syncAtWarn{zapcore.NewCore(enc, ws, level)}
 	} else {
 		core = zapcore.NewCore(enc, ws, level)
 	}
@@ -66,19 +67,22 @@ type writeOnly struct{ io.Writer }
 func (writeOnly) Sync() error { return nil }
 
 // syncAtWarn writes out the buffer after every warn or worse line, so that
-// trouble is never held back in memory.
+// trouble is never held back in memory. It is used as a pointer: Check hands
+// it to zap as a Core once per line, and a pointer does not allocate there.
 type syncAtWarn struct{ zapcore.Core }
 
-func (c syncAtWarn) With(fields []zapcore.Field) zapcore.Core { return syncAtWarn{c.Core.With(fields)} }
+func (c *syncAtWarn) With(fields []zapcore.Field) zapcore.Core {
+	return &syncAtWarn{c.Core.With(fields)}
+}
 
-func (c syncAtWarn) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+func (c *syncAtWarn) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
 	if c.Enabled(ent.Level) {
 		return ce.AddCore(ent, c)
 	}
 	return ce
 }
 
-func (c syncAtWarn) Write(ent zapcore.Entry, fields []zapcore.Field) error {
+func (c *syncAtWarn) Write(ent zapcore.Entry, fields []zapcore.Field) error {
 	if err := c.Core.Write(ent, fields); err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ func (s *syncBuffer) String() string {
 
 func TestUnbufferedWritesEachLine(t *testing.T) {
 	var out syncBuffer
-	log, err := build(config.Log{Level: "info", Format: "json"}, &out)
+	log, err := NewTo(config.Log{Level: "info", Format: "json"}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestUnbufferedWritesEachLine(t *testing.T) {
 // and itself, and Sync writes the rest.
 func TestBufferedHoldsInfoUntilWarnOrSync(t *testing.T) {
 	var out syncBuffer
-	log, err := build(config.Log{Level: "info", Format: "console", FlushInterval: time.Minute}, &out)
+	log, err := NewTo(config.Log{Level: "info", Format: "console", FlushInterval: time.Minute}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,10 +79,10 @@ func TestBufferedHoldsInfoUntilWarnOrSync(t *testing.T) {
 }
 
 func TestBadSettings(t *testing.T) {
-	if _, err := build(config.Log{Level: "loud", Format: "json"}, &syncBuffer{}); err == nil {
+	if _, err := NewTo(config.Log{Level: "loud", Format: "json"}, &syncBuffer{}); err == nil {
 		t.Error("bad level accepted")
 	}
-	if _, err := build(config.Log{Level: "info", Format: "xml"}, &syncBuffer{}); err == nil {
+	if _, err := NewTo(config.Log{Level: "info", Format: "xml"}, &syncBuffer{}); err == nil {
 		t.Error("bad format accepted")
 	}
 }
@@ -95,7 +95,7 @@ func TestWarnOnPipe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	log, err := build(config.Log{Level: "info", Format: "json", FlushInterval: time.Minute}, w)
+	log, err := NewTo(config.Log{Level: "info", Format: "json", FlushInterval: time.Minute}, w)
 	if err != nil {
 		t.Fatal(err)
 	}
