@@ -54,7 +54,7 @@ func (r claimRules) check(payload []byte, now int64) (domain.Identity, window, e
 		return domain.Identity{}, window{}, fmt.Errorf("%w: not yet valid (nbf or iat)", domain.ErrInvalidToken)
 	}
 	if r.issuer != "" {
-		if iss, err := str(c.get("iss")); err != nil || iss != r.issuer {
+		if !strIs(c.get("iss"), r.issuer) {
 			return domain.Identity{}, window{}, fmt.Errorf("%w: issuer not accepted", domain.ErrInvalidToken)
 		}
 	}
@@ -113,8 +113,17 @@ func hasAudience(raw json.RawMessage, want string) bool {
 		var auds []string
 		return json.Unmarshal(raw, &auds) == nil && slices.Contains(auds, want)
 	}
-	aud, err := str(raw)
-	return err == nil && aud == want
+	return strIs(raw, want)
+}
+
+// strIs reports whether raw is a JSON string equal to want, without
+// allocating for a plain string.
+func strIs(raw json.RawMessage, want string) bool {
+	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' && plain(raw[1:n-1]) {
+		return string(raw[1:n-1]) == want
+	}
+	s, err := str(raw)
+	return err == nil && s == want
 }
 
 // identity reads the user id from the first present, non-null claim of

@@ -1,12 +1,9 @@
 package jwksauth
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"runtime"
 	"testing"
 )
 
@@ -63,47 +60,5 @@ func TestHeaderCache(t *testing.T) {
 	}
 	if n := len(c.m); n != headerCacheSize {
 		t.Errorf("%d headers kept, want the cap %d", n, headerCacheSize)
-	}
-}
-
-// TestDeepOnOneP: with one P, deep runs f on a worker; a ctx that ended
-// before a worker took f returns its cause without running f; after stop,
-// f runs inline. Not parallel: it sets GOMAXPROCS.
-func TestDeepOnOneP(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	v := &Verifier{workers: newDeepWorkers(1)}
-	defer v.workers.stop()
-	ran := false
-	if err := v.deep(context.Background(), func() error { ran = true; return errBadSignature }); err != errBadSignature || !ran {
-		t.Fatalf("deep = %v, ran %v", err, ran)
-	}
-	if !v.workers.running.Load() {
-		t.Error("no worker started")
-	}
-
-	// Occupy the only worker, then ask with a cancelled ctx.
-	release := make(chan struct{})
-	busy := make(chan error, 1)
-	go func() { busy <- v.deep(context.Background(), func() error { <-release; return nil }) }()
-	runtime.Gosched() // let the busy job reach the worker (if it did not, f may run: both outcomes are checked)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	ran = false
-	err := v.deep(ctx, func() error { ran = true; return nil })
-	close(release)
-	if <-busy != nil {
-		t.Fatal("the busy job failed")
-	}
-	if ran && err != nil {
-		t.Fatalf("f ran and deep failed: %v", err)
-	}
-	if !ran && !errors.Is(err, context.Canceled) {
-		t.Fatalf("deep with a cancelled ctx = %v, want context.Canceled", err)
-	}
-
-	v.workers.stop()
-	ran = false
-	if err := v.deep(context.Background(), func() error { ran = true; return nil }); err != nil || !ran {
-		t.Fatalf("after stop: deep = %v, ran %v", err, ran)
 	}
 }

@@ -21,10 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
@@ -39,16 +37,15 @@ import (
 // Verifier checks tokens against the JWKS and/or the HS256 secret. It is safe
 // for concurrent use.
 type Verifier struct {
-	rules   claimRules
-	clock   ports.Clock
-	m       *metrics
-	keys    *refresher   // nil without JWKS_URL
-	jwks    []string     // algorithms a JWKS key may be used with
-	hmac    jws.Verifier // nil without a usable HS256 secret
-	secret  []byte
-	cache   *tokenCache // nil: no caching
-	heads   *headerCache
-	workers *deepWorkers // run the deep part of cold verifications
+	rules  claimRules
+	clock  ports.Clock
+	m      *metrics
+	keys   *refresher   // nil without JWKS_URL
+	jwks   []string     // algorithms a JWKS key may be used with
+	hmac   jws.Verifier // nil without a usable HS256 secret
+	secret []byte
+	cache  *tokenCache // nil: no caching
+	heads  *headerCache
 }
 
 var _ ports.TokenVerifier = (*Verifier)(nil)
@@ -84,11 +81,10 @@ func New(cfg config.Auth, log *zap.Logger, clock ports.Clock, reg prometheus.Reg
 			emailClaim:           cfg.EmailClaim,
 			requireVerifiedEmail: cfg.RequireVerifiedEmail,
 		},
-		clock:   clock,
-		m:       m,
-		cache:   newTokenCache(cacheSize),
-		heads:   newHeaderCache(),
-		workers: newDeepWorkers(2),
+		clock: clock,
+		m:     m,
+		cache: newTokenCache(cacheSize),
+		heads: newHeaderCache(),
 	}
 	for _, a := range append(slices.Clone(rsaAlgs), "ES256", "ES384", "ES512", "EdDSA") {
 		if len(cfg.Algorithms) == 0 || slices.Contains(cfg.Algorithms, a) {
@@ -104,7 +100,7 @@ func New(cfg config.Auth, log *zap.Logger, clock ports.Clock, reg prometheus.Reg
 		}
 	}
 	if cfg.JWKSURL == "" {
-		return v, v.workers.stop, nil
+		return v, func() {}, nil
 	}
 
 	f, err := newFetcher(cfg.JWKSURL, cfg.CAFile, cfg.Timeout)
@@ -138,7 +134,6 @@ func New(cfg config.Auth, log *zap.Logger, clock ports.Clock, reg prometheus.Reg
 			cancel()
 			wg.Wait()
 			f.close()
-			v.workers.stop()
 		})
 	}, nil
 }
@@ -199,9 +194,10 @@ func (v *Verifier) Ready() error {
 	return v.keys.ready()
 }
 
-// Verify checks token and returns the identity its claims carry. See
-// ports.TokenVerifier for the errors, and ctx's error when ctx ends while
-// the check waits for a slot (see deep). It never logs or returns the token.
+// Verify checks token and returns the identity its claims carry, on the
+// caller's goroutine: handing the signature check to another goroutine costs
+// two scheduler hand-offs per request, which the load test measured. See
+// ports.TokenVerifier for the errors. It never logs or returns the token.
 func (v *Verifier) Verify(ctx context.Context, token string) (domain.Identity, error) {
 	p, err := precheck(token)
 	if err != nil {
@@ -225,21 +221,14 @@ func (v *Verifier) Verify(ctx context.Context, token string) (domain.Identity, e
 	if err != nil {
 		return domain.Identity{}, err
 	}
-	var (
-		id domain.Identity
-		w  window
-	)
-	err = v.deep(ctx, func() error {
-		if k.verifier.Verify([]byte(p.signingInput), k.sig, k.pub) != nil {
-			return errBadSignature
-		}
-		payload, err := decodeSegment("payload", p.payload)
-		if err != nil {
-			return err
-		}
-		id, w, err = v.rules.check(payload, now)
-		return err
-	})
+	if k.verifier.Verify([]byte(p.signingInput), k.sig, k.pub) != nil {
+		return domain.Identity{}, errBadSignature
+	}
+	payload, err := decodeSegment("payload", p.payload)
+	if err != nil {
+		return domain.Identity{}, err
+	}
+	id, w, err := v.rules.check(payload, now)
 	if err != nil {
 		return domain.Identity{}, err
 	}
@@ -247,102 +236,6 @@ func (v *Verifier) Verify(ctx context.Context, token string) (domain.Identity, e
 		v.cache.put(&sum, cached{id: id, set: used, from: w.from, until: w.until})
 	}
 	return id, nil
-}
-
-// deep runs f - the signature check and the claims decode, the part of a
-// cold Verify with a deep stack - and returns its error.
-//
-// With one P (GOMAXPROCS=1, as under a one-CPU limit) it hands f to one of
-// the verifier's worker goroutines and waits: a goroutine keeps the largest
-// stack it ever needed, and run inline the 16 KiB this part needs would stay
-// with the request's goroutine while it waits for the Engine (10,000
-// waiting requests held about 80 MB more of stacks). On one P the handoff
-// costs nothing measurable (BenchmarkColdOverRaw -cpu 1). With several Ps,
-// waking a worker on another P costs about 15 µs per call on this project's
-// machines (-cpu 2: cold/raw 1.12 -> 1.33), so there f runs inline.
-//
-// f does no I/O and never blocks. When ctx ends before a worker takes f,
-// deep returns ctx's cause without running f; once the verifier is cleaned
-// up, f runs inline.
-func (v *Verifier) deep(ctx context.Context, f func() error) error {
-	if runtime.GOMAXPROCS(0) > 1 {
-		return f()
-	}
-	w := v.workers
-	if !w.running.Load() && !w.start() {
-		return f() // cleaned up
-	}
-	j := &deepJob{f: f, done: make(chan error, 1)}
-	select {
-	case w.jobs <- j:
-		return <-j.done
-	case <-ctx.Done():
-		return fmt.Errorf("wait to verify: %w", context.Cause(ctx))
-	case <-w.quit:
-		return f()
-	}
-}
-
-// deepWorkers are the goroutines deep hands its work to. They start with
-// the first cold verification, so a verifier that never verifies owns no
-// goroutine.
-type deepWorkers struct {
-	n       int
-	jobs    chan *deepJob
-	quit    chan struct{}
-	running atomic.Bool
-	mu      sync.Mutex // orders start and stop
-	stopped bool
-	wg      sync.WaitGroup
-}
-
-type deepJob struct {
-	f    func() error
-	done chan error // buffered for one
-}
-
-func newDeepWorkers(n int) *deepWorkers {
-	return &deepWorkers{n: n, jobs: make(chan *deepJob), quit: make(chan struct{})}
-}
-
-// start starts the workers unless they run already; it reports false once
-// stop was called.
-func (w *deepWorkers) start() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.stopped {
-		return false
-	}
-	if w.running.Load() {
-		return true
-	}
-	w.wg.Add(w.n)
-	for range w.n {
-		go func() {
-			defer w.wg.Done()
-			for {
-				select {
-				case j := <-w.jobs:
-					j.done <- j.f()
-				case <-w.quit:
-					return
-				}
-			}
-		}()
-	}
-	w.running.Store(true)
-	return true
-}
-
-// stop ends the workers and waits for them; later deep calls run inline.
-func (w *deepWorkers) stop() {
-	w.mu.Lock()
-	if !w.stopped {
-		w.stopped = true
-		close(w.quit)
-	}
-	w.mu.Unlock()
-	w.wg.Wait()
 }
 
 var (
