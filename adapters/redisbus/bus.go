@@ -85,6 +85,12 @@ const (
 	BacklogNearRatio = 0.8
 )
 
+// xaddSlack is how long sends share one XADD deadline: a hundredth of the
+// bound, within 1 to 10 ms.
+func xaddSlack(bound time.Duration) time.Duration {
+	return min(max(bound/100, time.Millisecond), 10*time.Millisecond)
+}
+
 const (
 	readMargin = time.Second
 	backoffMin = 20 * time.Millisecond
@@ -158,6 +164,8 @@ type Bus struct {
 	fatal     atomic.Pointer[error] // a start-up refusal retrying cannot fix (WAITAOF unsupported)
 	streamErr atomic.Pointer[error] // the per-instance stream is missing and could not be recreated
 	lastRead  atomic.Int64          // millisecond part of the last reply id read, for trimming
+	xaddBound *deadlines            // the XADD's bound, shared by the sends of a few milliseconds
+	maxLen    string                // the request stream's MAXLEN, formatted once
 	poke      chan struct{}         // asks the maintenance loop to check the reply stream now
 	upkeep    chan struct{}         // closed when the maintenance goroutine has exited
 }
@@ -228,6 +236,8 @@ func newBus(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prome
 		done:        make(chan struct{}),
 		poke:        make(chan struct{}, 1),
 		upkeep:      make(chan struct{}),
+		xaddBound:   newDeadlines(set.xaddTimeout, xaddSlack(set.xaddTimeout)),
+		maxLen:      strconv.FormatInt(cfg.RequestMaxLen, 10),
 	}
 	var err error
 	if b.metrics, err = correlate.NewMetrics(reg, b.Waiting, b.connected.Load); err != nil {
@@ -328,20 +338,17 @@ func (b *Bus) Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply
 
 	payload := protocol.EncodeCommand(cmd, b.replyStream)
 	xadd := b.client.B().Xadd().Key(b.cfg.RequestStream).
-		Maxlen().Almost().Threshold(strconv.FormatInt(b.cfg.RequestMaxLen, 10)).
+		Maxlen().Almost().Threshold(b.maxLen).
 		Id("*").FieldValue().FieldValue(protocol.Field, rueidis.BinaryString(payload)).Build()
 	// From here the publish is not cancelled with ctx, only bounded by its
 	// own timeout: a caller that hangs up while the XADD is in flight (the
 	// command may already be in the stream) still learns whether it went out,
 	// instead of an unknown outcome.
-	pctx := context.WithoutCancel(ctx)
 	var durErr error
 	if b.durableMode() {
-		err, durErr = b.durableXadd(pctx, xadd)
+		err, durErr = b.durableXadd(context.WithoutCancel(ctx), xadd)
 	} else {
-		xctx, cancel := context.WithTimeout(pctx, b.set.xaddTimeout)
-		err = b.client.Do(xctx, xadd).Error()
-		cancel()
+		err = b.client.Do(b.xaddBound.at(time.Now()), xadd).Error()
 	}
 	if err != nil {
 		b.errs[opXadd].Inc()
