@@ -5,20 +5,16 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
 	"github.com/ensure-user/ensure-user/adapters/echohttp"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/domain/ensureuser"
-	"github.com/ensure-user/ensure-user/internal/requestid"
 )
 
-// instrumented decorates the use case with its outcome metric and with the
-// log lines the HTTP request line cannot carry (a command that stays sent
-// although its client left). The use case itself never logs.
+// instrumented decorates the use case with its outcome metric. The use case
+// itself never logs, nor counts.
 type instrumented struct {
 	next      echohttp.EnsureUser
-	log       *zap.Logger
 	outcomes  map[string]prometheus.Counter // the known label values, resolved once
 	vec       *prometheus.CounterVec
 	coalesced prometheus.Counter
@@ -42,12 +38,12 @@ var outcomeOf = []struct {
 }
 
 // NewInstrumented wraps uc with metrics and logging.
-func NewInstrumented(uc *ensureuser.UseCase, log *zap.Logger, reg prometheus.Registerer) (echohttp.EnsureUser, error) {
+func NewInstrumented(uc *ensureuser.UseCase, reg prometheus.Registerer) (echohttp.EnsureUser, error) {
 	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ensure_user_outcomes_total",
 		Help: "Ensure-user requests by outcome: confirmed, initiated, or the error row they ended in.",
 	}, []string{"outcome"})
-	d := &instrumented{next: uc, log: log.Named("ensureuser"), outcomes: map[string]prometheus.Counter{}, vec: outcomes}
+	d := &instrumented{next: uc, outcomes: map[string]prometheus.Counter{}, vec: outcomes}
 	for _, o := range []string{"confirmed", "initiated", "no_token", "invalid_token", "invalid_payload",
 		"verifier_unavailable", "busy", "not_sent", "engine_failed", "client_gone", "error"} {
 		d.outcomes[o] = outcomes.WithLabelValues(o) // exports zeros, so rates work from the start
@@ -70,10 +66,25 @@ func NewInstrumented(uc *ensureuser.UseCase, log *zap.Logger, reg prometheus.Reg
 	return d, nil
 }
 
-// Execute runs the use case, counts its outcome, and notes a sent command
-// whose client went away.
-func (d *instrumented) Execute(ctx context.Context, in ensureuser.Input) (ensureuser.Result, error) {
-	res, err := d.next.Execute(ctx, in)
+// Start runs the use case's first part and counts the outcome of a request
+// that ends there.
+func (d *instrumented) Start(ctx context.Context, in ensureuser.Input) (ensureuser.Pending, error) {
+	p, err := d.next.Start(ctx, in)
+	if err != nil {
+		d.count(p.Result, err)
+	}
+	return p, err
+}
+
+// Wait waits for the reply and counts the request's outcome.
+func (d *instrumented) Wait(ctx context.Context, p ensureuser.Pending) (ensureuser.Result, error) {
+	res, err := d.next.Wait(ctx, p)
+	d.count(res, err)
+	return res, err
+}
+
+// count counts one request's outcome.
+func (d *instrumented) count(res ensureuser.Result, err error) {
 	name := "error"
 	if err == nil {
 		name = res.Outcome.String()
@@ -93,11 +104,4 @@ func (d *instrumented) Execute(ctx context.Context, in ensureuser.Input) (ensure
 	if res.Coalesced {
 		d.coalesced.Inc()
 	}
-	if name == "client_gone" && res.Sent {
-		d.log.Info("client went away while waiting; the command stays sent",
-			zap.String("request_id", requestid.From(ctx)),
-			zap.String("engine_request_id", res.RequestID),
-			zap.String("user_id", res.UserID))
-	}
-	return res, err
 }

@@ -35,7 +35,7 @@ func Build(cfg config.Config, log *zap.Logger) (*App, func(), error) {
 	}
 	portsEngineBus := engineBus.Bus
 	useCase := NewUseCase(engine, verifier, portsEngineBus, clock)
-	ensureUser, err := NewInstrumented(useCase, log, registry)
+	ensureUser, err := NewInstrumented(useCase, registry)
 	if err != nil {
 		cleanup2()
 		cleanup()

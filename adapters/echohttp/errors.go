@@ -16,8 +16,26 @@ type answer struct {
 	status  int
 	body    []byte
 	outcome string // for logs and metrics
-	header  [][2]string
+	header  []headerValue
 }
+
+// headerValue is a response header in the form net/http keeps it: the
+// canonical name and a value slice that every answer shares, so that setting
+// it allocates nothing. net/http only reads these slices.
+type headerValue struct {
+	name  string
+	value []string
+}
+
+func header(name, value string) headerValue {
+	return headerValue{http.CanonicalHeaderKey(name), []string{value}}
+}
+
+// Headers every answer of the service carries.
+var (
+	hdrNoStore = header(echo.HeaderCacheControl, "no-store")
+	hdrJSON    = header(echo.HeaderContentType, echo.MIMEApplicationJSON)
+)
 
 // The answers of the contract, byte for byte. Bodies are constants so the
 // hot path marshals nothing.
@@ -28,23 +46,23 @@ var (
 		body: []byte(`{"success":true,"message":"User creation initiated"}`)}
 	ansNoToken = answer{status: http.StatusUnauthorized, outcome: "no_token",
 		body:   []byte(`{"error":"No token provided."}`),
-		header: [][2]string{{"WWW-Authenticate", "Bearer"}}}
+		header: []headerValue{header("WWW-Authenticate", "Bearer")}}
 	ansInvalidToken = answer{status: http.StatusUnauthorized, outcome: "invalid_token",
 		body:   []byte(`{"error":"Invalid or expired token."}`),
-		header: [][2]string{{"WWW-Authenticate", `Bearer error="invalid_token"`}}}
+		header: []headerValue{header("WWW-Authenticate", `Bearer error="invalid_token"`)}}
 	ansInvalidPayload = answer{status: http.StatusBadRequest, outcome: "invalid_payload",
 		body: []byte(`{"error":"Invalid token payload."}`)}
 	ansEngineFailed = answer{status: http.StatusBadGateway, outcome: "engine_failed",
 		body: []byte(`{"error":"Failed to ensure user, but request was sent to Engine"}`)}
 	ansNotSent = answer{status: http.StatusServiceUnavailable, outcome: "not_sent",
 		body:   []byte(`{"error":"Engine unavailable: user creation request was not sent."}`),
-		header: [][2]string{{"Retry-After", "1"}}}
+		header: []headerValue{header("Retry-After", "1")}}
 	ansBusy = answer{status: http.StatusServiceUnavailable, outcome: "busy",
 		body:   []byte(`{"error":"Service busy: user creation request was not sent."}`),
-		header: [][2]string{{"Retry-After", "1"}}}
+		header: []headerValue{header("Retry-After", "1")}}
 	ansVerifierUnavailable = answer{status: http.StatusServiceUnavailable, outcome: "verifier_unavailable",
 		body:   []byte(`{"error":"Token verification unavailable."}`),
-		header: [][2]string{{"Retry-After", "5"}}}
+		header: []headerValue{header("Retry-After", "5")}}
 	// ansClientGone is logged, not seen: the client hung up while waiting.
 	// 499 is nginx's convention for it.
 	ansClientGone = answer{status: 499, outcome: "client_gone",
@@ -102,12 +120,19 @@ func jsonError(msg string) []byte {
 	return b
 }
 
-// write sends a on c with the headers every answer of this service carries.
-func (a answer) write(c echo.Context) error {
-	h := c.Response().Header()
-	h.Set(echo.HeaderCacheControl, "no-store")
+// setHeaders sets a's headers, and those of every answer, on h.
+func (a answer) setHeaders(h http.Header) {
+	h[hdrNoStore.name] = hdrNoStore.value
+	h[hdrJSON.name] = hdrJSON.value
 	for _, kv := range a.header {
-		h.Set(kv[0], kv[1])
+		h[kv.name] = kv.value
 	}
-	return c.Blob(a.status, echo.MIMEApplicationJSON, a.body)
+}
+
+// write sends a on w.
+func (a answer) write(w http.ResponseWriter) error {
+	a.setHeaders(w.Header())
+	w.WriteHeader(a.status)
+	_, err := w.Write(a.body)
+	return err
 }

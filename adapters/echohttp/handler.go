@@ -11,16 +11,15 @@ import (
 )
 
 // EnsureUser is the use case as the handler needs it (declared here, where it
-// is consumed). *ensureuser.UseCase and its decorators implement it.
+// is consumed). *ensureuser.UseCase and its decorators implement it. Start
+// runs a request up to the Engine's reply on the caller's goroutine; Wait
+// waits for that reply, in place or on a parked connection's goroutine.
+// Wait is called exactly once for each Pending Start returned without an
+// error.
 type EnsureUser interface {
-	Execute(ctx context.Context, in ensureuser.Input) (ensureuser.Result, error)
+	Start(ctx context.Context, in ensureuser.Input) (ensureuser.Pending, error)
+	Wait(ctx context.Context, p ensureuser.Pending) (ensureuser.Result, error)
 }
-
-// Context keys under which the handler leaves facts for the request log line.
-const (
-	keyUserID          = "ensure_user.user_id"
-	keyEngineRequestID = "ensure_user.engine_request_id"
-)
 
 // ensureUser handles POST /api/v1/auth/ensure-user. It takes no body: the
 // identity comes from the bearer token alone.
@@ -33,24 +32,34 @@ func (s *Server) ensureUser(c echo.Context) error {
 			State:  traceHeader(r.Header.Get("Tracestate")),
 		},
 	}
-	if s.shouldPark(s.inflight.Add(1)) && s.parkRequest(c, in) {
-		return errParked
+	x := exchangeOf(c)
+	if x == nil {
+		x = &exchange{} // served without ServeHTTP: nothing reads it
 	}
-	defer s.inflight.Add(-1)
-	res, err := s.uc.Execute(r.Context(), in)
-	if res.UserID != "" {
-		c.Set(keyUserID, res.UserID)
-	}
-	if res.RequestID != "" {
-		c.Set(keyEngineRequestID, res.RequestID)
-	}
+	p, err := s.uc.Start(r.Context(), in)
+	x.res = p.Result
 	if err != nil {
 		return err
 	}
-	if res.Outcome == domain.Confirmed {
-		return ansConfirmed.write(c)
+	if s.park.over() && s.parkWait(c, x, p) {
+		return nil // the parked goroutine answers, logs and counts it
 	}
-	return ansInitiated.write(c)
+	res, err := s.uc.Wait(r.Context(), p)
+	x.res = res
+	if err != nil {
+		return err
+	}
+	a := answerOf(res)
+	x.outcome = a.outcome
+	return a.write(c.Response())
+}
+
+// answerOf is the answer of a request that ended without an error.
+func answerOf(res ensureuser.Result) answer {
+	if res.Outcome == domain.Confirmed {
+		return ansConfirmed
+	}
+	return ansInitiated
 }
 
 // BearerToken returns the token of an Authorization header value of the form

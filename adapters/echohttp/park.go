@@ -4,233 +4,334 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/domain/ensureuser"
 )
 
-// Parking. While a request is handled, net/http keeps for it a goroutine
-// with the handler's stack, a background-read goroutine, 10 KB of connection
-// and response buffers, and the request and Echo context: about 30 KB. When
-// many requests are in flight at once (a burst queueing for the CPU to
-// verify tokens, a slow Engine), that is most of the service's memory. A
-// parked request is handled by one small goroutine and its connection leaves
-// the HTTP server (a hijack): everything else is freed. When the answer is
-// ready the goroutine writes it (the same status, headers and body the
-// server would have written), waits for the client's next request on that
-// keep-alive connection, and hands the connection back to the HTTP server
-// through the listener, bytes already read included.
+// Parking. net/http keeps, for every connection it holds, a goroutine and a
+// 4 KiB read and a 4 KiB write buffer, idle or not, and for a request being
+// handled the request, Echo's context and the handler's stack: about 17 KB
+// for an idle connection, 30 KB for a waiting request. With many
+// connections (a burst queueing for the CPU, a slow Engine, a gateway that
+// keeps thousands open) that is most of the service's memory.
+//
+// When net/http holds more than HTTP_PARK_ABOVE connections, the server
+// parks what waits:
+//   - a request whose command is sent leaves net/http (a hijack) and waits
+//     for the Engine's reply on a goroutine of its own, whose stack never
+//     held the token check (the use case's Start runs before, in place);
+//     that goroutine writes the same answer the server would have written,
+//     logs and counts it;
+//   - a keep-alive connection that goes idle is evicted from net/http
+//     (below), and so is a parked request's connection once answered: one
+//     small goroutine per connection waits for its next request, then hands
+//     the connection back to the server through the listener, the bytes it
+//     read first replayed.
+//
+// Eviction: when a connection goes idle, net/http's goroutine reads the next
+// request. A connection marked for eviction fails that read without reading
+// anything; net/http then closes it, and Close hands the still open
+// connection to a parked goroutine instead. A connection is marked only when
+// its last read ended exactly at the end of a request head, so that
+// net/http's read buffer holds nothing the eviction could lose (a pipelined
+// request that arrived with the previous one is served first).
 //
 // What a parked request gives up: a client that hangs up is noticed only
 // when the answer is written (the command is sent either way; the wait ends
 // within ENGINE_REPLY_TIMEOUT).
 
-// errParked tells the observe middleware that the request went on parked:
-// the parked goroutine answers, logs and counts it.
-var errParked = errors.New("request parked")
-
-// Context keys the observe middleware leaves for the handler.
-const (
-	keyRequestID = "ensure_user.request_id"
-	keyStart     = "ensure_user.start"
-)
-
 // parkWriteTimeout bounds writing a parked answer.
 const parkWriteTimeout = 10 * time.Second
 
-// parking is the server's state for parked requests.
+// parking is the server's state for parked requests and connections.
 type parking struct {
-	ln    *parkListener // nil until Serve: without it nothing parks
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[net.Conn]bool // parked connections -> idle (waiting for the next request)
+	above    int           // HTTP_PARK_ABOVE; < 0: never park
+	ln       *parkListener // nil until Serve: without it nothing parks
+	inHTTP   atomic.Int64  // connections net/http holds: new, active or idle
+	draining atomic.Bool   // nothing parks any more
+	onEvict  func(net.Conn)
+	mu       sync.Mutex
+	conns    map[net.Conn]bool // parked connections -> idle (waiting for the next request)
+	busy     int               // parked goroutines running, under mu
+	none     chan struct{}     // closed when busy drops to zero, for wait; under mu
+
+	parks     prometheus.Counter
+	evictions prometheus.Counter
+	parkedNow prometheus.GaugeFunc
 }
 
-// parked is one request whose wait left the HTTP server.
-type parked struct {
-	conn      net.Conn
-	replay    []byte // bytes the server had read beyond the request (pipelining)
-	keepAlive bool
-	header    http.Header // response headers set before the handler (request id, CORS)
-	line      reqLine
-	ctx       context.Context
-	in        ensureuser.Input
+func (p *parking) init(above int, onEvict func(net.Conn)) {
+	p.above, p.onEvict = above, onEvict
+	p.conns = map[net.Conn]bool{}
+	p.parks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ensure_user_http_parked_total",
+		Help: "Requests whose wait for the Engine went on parked (HTTP_PARK_ABOVE).",
+	})
+	p.evictions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ensure_user_http_evicted_total",
+		Help: "Idle keep-alive connections moved out of the HTTP server to wait parked for their next request (HTTP_PARK_ABOVE).",
+	})
+	p.parkedNow = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ensure_user_http_parked_connections",
+		Help: "Parked connections now: waiting for the Engine's answer, or for the client's next request.",
+	}, func() float64 { return float64(p.parked()) })
 }
 
-// shouldPark reports whether the nth request in flight parks.
-func (s *Server) shouldPark(n int64) bool {
-	return s.cfg.ParkAbove >= 0 && n > int64(s.cfg.ParkAbove) && s.park.ln != nil && !s.draining.Load()
+func (p *parking) collectors() []prometheus.Collector {
+	return []prometheus.Collector{p.parks, p.evictions, p.parkedNow}
 }
 
-// parkRequest hijacks c's connection and handles the request on a parked
-// goroutine. It reports false, with nothing changed, when the connection
-// cannot be taken (HTTP/2, a test recorder), and the caller then waits
-// in place.
-func (s *Server) parkRequest(c echo.Context, in ensureuser.Input) bool {
-	req, resp := c.Request(), c.Response()
-	id, _ := c.Get(keyRequestID).(string)
-	start, _ := c.Get(keyStart).(time.Time)
-	pk := &parked{
-		keepAlive: req.ProtoAtLeast(1, 1) && !req.Close,
-		header:    resp.Header().Clone(),
-		line:      reqLine{id: id, start: start, method: req.Method, route: c.Path()},
-		ctx:       context.WithoutCancel(req.Context()),
-		in:        in,
-	}
-	s.park.wg.Add(1) // before the hijack, which takes the connection from Shutdown's view
-	conn, rw, err := resp.Hijack()
-	if err != nil {
-		s.park.wg.Done()
-		return false
-	}
-	if n := rw.Reader.Buffered(); n > 0 {
-		b, _ := rw.Reader.Peek(n)
-		pk.replay = bytes.Clone(b)
-	}
-	pk.conn = conn
-	s.park.mu.Lock()
-	s.park.conns[conn] = false
-	s.park.mu.Unlock()
-	s.parks.Inc()
-	go s.finishParked(pk)
-	return true
+// listen wraps ln so that its connections can be parked and handed back.
+func (p *parking) listen(ln net.Listener) net.Listener {
+	p.ln = newParkListener(ln, p)
+	return p.ln
 }
 
-// parkedConns counts the parked connections.
-func (s *Server) parkedConns() int {
-	s.park.mu.Lock()
-	defer s.park.mu.Unlock()
-	return len(s.park.conns)
+// over reports whether net/http holds more connections than parking allows.
+func (p *parking) over() bool {
+	return p.above >= 0 && p.ln != nil && p.inHTTP.Load() > int64(p.above) && !p.draining.Load()
 }
 
-// finishParked runs the use case, writes its answer on the parked
-// connection, logs and counts the request, then returns the connection to
-// the server for the next request, or closes it.
-func (s *Server) finishParked(pk *parked) {
-	defer s.park.wg.Done()
-	res, err := s.uc.Execute(pk.ctx, pk.in)
-	s.inflight.Add(-1)
-	a := ansInitiated
-	switch {
-	case err != nil:
-		a = answerFor(err)
-	case res.Outcome == domain.Confirmed:
-		a = ansConfirmed
-	}
-	closing := !pk.keepAlive || s.draining.Load()
-	_ = pk.conn.SetWriteDeadline(time.Now().Add(parkWriteTimeout))
-	_, werr := pk.conn.Write(pk.response(a, closing))
-	_ = pk.conn.SetWriteDeadline(time.Time{})
-
-	l := pk.line
-	l.status, l.outcome, l.userID, l.engineRequestID = a.status, a.outcome, res.UserID, res.RequestID
-	if err != nil && (a.status >= 500 || a.outcome == "http_error") {
-		l.err = err
-	}
-	if werr != nil {
-		l.status, l.outcome, l.err = ansClientGone.status, ansClientGone.outcome, werr
-	}
-	s.emit(l)
-
-	if werr != nil || closing {
-		s.unpark(pk.conn)
-		_ = pk.conn.Close()
-		return
-	}
-	s.rest(pk)
+// start counts a parked goroutine about to run; done counts it finished.
+func (p *parking) start() {
+	p.mu.Lock()
+	p.busy++
+	p.mu.Unlock()
 }
 
-// rest hands the connection back to the HTTP server once the client sends
-// its next request (so that the server's header timeout applies to that
-// request, not to the idle time before it), or closes it after the idle
-// timeout or on shutdown.
-func (s *Server) rest(pk *parked) {
-	conn := pk.conn
-	if len(pk.replay) == 0 {
-		s.park.mu.Lock()
-		s.park.conns[conn] = true
-		s.park.mu.Unlock()
-		if s.draining.Load() { // Shutdown may have swept the idle ones already
-			_ = conn.SetReadDeadline(time.Now())
-		} else {
-			_ = conn.SetReadDeadline(time.Now().Add(s.http.IdleTimeout))
+func (p *parking) done() {
+	p.mu.Lock()
+	if p.busy--; p.busy == 0 && p.none != nil {
+		close(p.none)
+		p.none = nil
+	}
+	p.mu.Unlock()
+}
+
+// connState is the http.Server's ConnState hook: it counts the connections
+// net/http holds, and marks an idle one for eviction when they are too many.
+func (p *parking) connState(nc net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		p.inHTTP.Add(1)
+	case http.StateHijacked, http.StateClosed:
+		p.inHTTP.Add(-1)
+	case http.StateActive:
+		if c, ok := nc.(*conn); ok {
+			c.evict.Store(false) // a pipelined request came from net/http's buffer
 		}
-		var b [1]byte
-		if n, _ := conn.Read(b[:]); n == 0 { // idle timeout, shutdown, or the client closed
-			s.unpark(conn)
-			_ = conn.Close()
-			return
+	case http.StateIdle:
+		if c, ok := nc.(*conn); ok && p.over() && c.headEnded() {
+			c.evict.Store(true)
 		}
-		pk.replay = b[:]
-		_ = conn.SetReadDeadline(time.Time{})
-	}
-	s.unpark(conn)
-	if !s.park.ln.give(&replayConn{Conn: conn, replay: pk.replay}) {
-		_ = conn.Close()
 	}
 }
 
-func (s *Server) unpark(conn net.Conn) {
-	s.park.mu.Lock()
-	delete(s.park.conns, conn)
-	s.park.mu.Unlock()
+// track notes a parked connection; idle means it waits for its next request.
+func (p *parking) track(c net.Conn, idle bool) {
+	p.mu.Lock()
+	p.conns[c] = idle
+	p.mu.Unlock()
 }
 
-// closeIdleParked wakes the parked connections that wait for a next
-// request, so that they close; the ones still waiting for the Engine finish
-// first.
-func (s *Server) closeIdleParked() {
-	s.park.mu.Lock()
-	defer s.park.mu.Unlock()
-	for c, idle := range s.park.conns {
+func (p *parking) untrack(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+// idle notes c as a parked connection waiting for its next request, for
+// at most timeout; none at all once draining. Under mu, so that closeIdle
+// either finds c or runs before, when draining is already set.
+func (p *parking) idle(c net.Conn, timeout time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conns[c] = true
+	if p.draining.Load() {
+		timeout = 0
+	}
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+}
+
+// parked counts the parked connections.
+func (p *parking) parked() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+// closeIdle wakes the parked connections that wait for a next request, so
+// that they close; the ones still waiting for the Engine finish first.
+func (p *parking) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c, idle := range p.conns {
 		if idle {
 			_ = c.SetReadDeadline(time.Now())
 		}
 	}
 }
 
-// closeAllParked closes every parked connection: the shutdown deadline has
-// passed.
-func (s *Server) closeAllParked() {
-	s.park.mu.Lock()
-	defer s.park.mu.Unlock()
-	for c := range s.park.conns {
+// wait waits until every parked request has been answered and its
+// connection closed or handed back, or ctx ends; then it closes what is
+// left.
+func (p *parking) wait(ctx context.Context) error {
+	p.mu.Lock()
+	if p.busy == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	if p.none == nil {
+		p.none = make(chan struct{})
+	}
+	none := p.none
+	p.mu.Unlock()
+	select {
+	case <-none:
+		return nil
+	case <-ctx.Done():
+		p.mu.Lock()
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		return context.Cause(ctx)
+	}
+}
+
+// parked is one request whose wait left the HTTP server.
+type parked struct {
+	x         *exchange
+	p         ensureuser.Pending
+	conn      net.Conn // the raw connection
+	replay    []byte   // bytes the server had read beyond the request (pipelining)
+	keepAlive bool
+	header    http.Header // response headers set before the handler (request id, CORS)
+}
+
+// parkWait hijacks c's connection and waits for p's reply on a parked
+// goroutine. It reports false, with nothing changed, when the connection
+// cannot be taken (HTTP/2, a test recorder); the caller then waits in place.
+func (s *Server) parkWait(c echo.Context, x *exchange, p ensureuser.Pending) bool {
+	req, resp := c.Request(), c.Response()
+	pk := &parked{
+		x:         x,
+		p:         p,
+		keepAlive: req.ProtoAtLeast(1, 1) && !req.Close,
+		// After the hijack net/http drops its response; its header map,
+		// which holds what was set before the handler, is the parked
+		// answer's own.
+		header: resp.Header(),
+	}
+	s.park.start() // before the hijack, which takes the connection from Shutdown's view
+	nc, rw, err := resp.Hijack()
+	if err != nil {
+		s.park.done()
+		return false
+	}
+	pk.conn, pk.replay = unwrapConn(nc)
+	if n := rw.Reader.Buffered(); n > 0 {
+		b, _ := rw.Reader.Peek(n)
+		pk.replay = append(bytes.Clone(b), pk.replay...)
+	}
+	x.parked = true
+	s.park.track(pk.conn, false)
+	s.park.parks.Inc()
+	go s.finishParked(pk)
+	return true
+}
+
+// finishParked waits for the reply, writes the answer on the parked
+// connection, logs and counts the request, then waits for the client's next
+// request, or closes the connection.
+func (s *Server) finishParked(pk *parked) {
+	defer s.park.done()
+	res, err := s.waitParked(pk.p)
+	x := pk.x
+	x.res = res
+	a := answerOf(res)
+	if err != nil {
+		a = answerFor(err)
+		x.err = err
+	}
+	x.outcome, x.status = a.outcome, a.status
+	closing := !pk.keepAlive || s.draining.Load()
+	_ = pk.conn.SetWriteDeadline(time.Now().Add(parkWriteTimeout))
+	_, werr := pk.conn.Write(pk.response(a, closing))
+	_ = pk.conn.SetWriteDeadline(time.Time{})
+	if werr != nil {
+		x.outcome, x.err = ansClientGone.outcome, werr
+	}
+	s.record(x)
+	if werr != nil || closing {
+		s.park.untrack(pk.conn)
+		_ = pk.conn.Close()
+		return
+	}
+	s.rest(pk.conn, pk.replay)
+}
+
+// waitParked is the use case's Wait on a parked goroutine, where a panic
+// becomes an error instead of ending the process.
+func (s *Server) waitParked(p ensureuser.Pending) (res ensureuser.Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = p.Result, fmt.Errorf("panic: %v", r)
+		}
+	}()
+	// The request's context ends with the hijack; nothing else may cut
+	// the wait short but the reply timeout.
+	return s.uc.Wait(context.Background(), p)
+}
+
+// rest waits, parked, for the client's next request on c, then hands c back
+// to the HTTP server (so that the server's header timeout applies to that
+// request, not to the idle time before it); or it closes c after the idle
+// timeout, on shutdown, or when the client closes. replay holds bytes of the
+// next request read already.
+func (s *Server) rest(c net.Conn, replay []byte) {
+	if len(replay) == 0 {
+		s.park.idle(c, s.http.IdleTimeout)
+		var b [1]byte
+		if n, _ := c.Read(b[:]); n == 0 { // idle timeout, shutdown, or the client closed
+			s.park.untrack(c)
+			_ = c.Close()
+			return
+		}
+		replay = b[:]
+		_ = c.SetReadDeadline(time.Time{})
+	}
+	s.park.untrack(c)
+	if !s.park.ln.give(&conn{Conn: c, park: &s.park, replay: replay}) {
 		_ = c.Close()
 	}
 }
 
-// waitParked waits until every parked request has been answered and its
-// connection closed, or ctx ends.
-func (s *Server) waitParked(ctx context.Context) error {
-	done := make(chan struct{})
+// evicted is the parked goroutine of a connection evicted from net/http
+// while idle.
+func (s *Server) evicted(c net.Conn) {
+	s.park.evictions.Inc()
+	s.park.start()
 	go func() {
-		s.park.wg.Wait()
-		close(done)
+		defer s.park.done()
+		s.rest(c, nil)
 	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		s.closeAllParked()
-		return context.Cause(ctx)
-	}
 }
 
 // response renders the answer as net/http would have written it.
 func (pk *parked) response(a answer, closing bool) []byte {
 	h := pk.header
-	h.Set(echo.HeaderCacheControl, "no-store")
-	for _, kv := range a.header {
-		h.Set(kv[0], kv[1])
-	}
-	h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	a.setHeaders(h)
 	h.Set(echo.HeaderContentLength, strconv.Itoa(len(a.body)))
 	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	if closing {
@@ -249,26 +350,96 @@ func (pk *parked) response(a answer, closing bool) []byte {
 	return b.Bytes()
 }
 
-// replayConn is a returned connection that first yields the bytes read from
-// it while it was parked.
-type replayConn struct {
+// errEvicted fails net/http's idle read of a connection being evicted.
+var errEvicted = errors.New("connection parked while idle")
+
+// conn is a client connection as the server's listener hands it out. It
+// first yields the bytes read from it while it was parked, remembers whether
+// its last read ended a request head, and can be evicted from net/http while
+// idle (see Parking).
+type conn struct {
 	net.Conn
+	park   *parking
 	replay []byte
+	tail   uint32       // the last four bytes read
+	evict  atomic.Bool  // set while idle: the next read evicts
+	state  atomic.Int32 // connOpen, connEvicting, connHandedOver
 }
 
-func (c *replayConn) Read(p []byte) (int, error) {
+const (
+	connOpen       = iota
+	connEvicting   // a read refused: Close hands the connection to a parked goroutine
+	connHandedOver // Close does nothing: the connection lives on elsewhere
+)
+
+// Read yields the replayed bytes first, then reads the connection.
+func (c *conn) Read(p []byte) (int, error) {
 	if len(c.replay) > 0 {
 		n := copy(p, c.replay)
 		c.replay = c.replay[n:]
+		c.note(p[:n])
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	if c.evict.Load() && c.state.CompareAndSwap(connOpen, connEvicting) {
+		c.evict.Store(false)
+		return 0, errEvicted
+	}
+	n, err := c.Conn.Read(p)
+	c.note(p[:n])
+	return n, err
+}
+
+// note keeps the last four bytes read.
+func (c *conn) note(b []byte) {
+	if len(b) > 4 {
+		b = b[len(b)-4:]
+	}
+	for _, ch := range b {
+		c.tail = c.tail<<8 | uint32(ch)
+	}
+}
+
+// headEnded reports whether the last read ended with "\r\n\r\n", the end of
+// a request head: then net/http's buffer holds no part of another request.
+func (c *conn) headEnded() bool { return c.tail == 0x0d0a0d0a }
+
+// Close closes the connection, unless an eviction hands it to a parked
+// goroutine instead.
+func (c *conn) Close() error {
+	switch {
+	case c.state.CompareAndSwap(connEvicting, connHandedOver):
+		c.park.onEvict(c.Conn)
+		return nil
+	case c.state.Load() == connHandedOver:
+		return nil
+	}
+	return c.Conn.Close()
+}
+
+// CloseWrite half-closes the connection when it can, as net/http asks
+// before it hangs up on a client that sent too much.
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// unwrapConn returns the raw connection under nc and the bytes it still had
+// to replay.
+func unwrapConn(nc net.Conn) (net.Conn, []byte) {
+	if c, ok := nc.(*conn); ok {
+		c.state.Store(connHandedOver)
+		return c.Conn, c.replay
+	}
+	return nc, nil
 }
 
 // parkListener is the server's listener plus the connections parked
-// requests hand back.
+// goroutines hand back.
 type parkListener struct {
 	net.Listener
+	park     *parking
 	accepted chan acceptResult
 	back     chan net.Conn
 	closed   chan struct{}
@@ -280,9 +451,10 @@ type acceptResult struct {
 	err  error
 }
 
-func newParkListener(ln net.Listener) *parkListener {
+func newParkListener(ln net.Listener, p *parking) *parkListener {
 	l := &parkListener{
 		Listener: ln,
+		park:     p,
 		accepted: make(chan acceptResult),
 		back:     make(chan net.Conn),
 		closed:   make(chan struct{}),
@@ -294,6 +466,9 @@ func newParkListener(ln net.Listener) *parkListener {
 func (l *parkListener) acceptLoop() {
 	for {
 		c, err := l.Listener.Accept()
+		if c != nil {
+			c = &conn{Conn: c, park: l.park}
+		}
 		select {
 		case l.accepted <- acceptResult{c, err}:
 		case <-l.closed:

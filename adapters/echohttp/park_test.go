@@ -31,7 +31,13 @@ type gated struct {
 	gate    chan struct{}
 }
 
-func (g *gated) Execute(ctx context.Context, in ensureuser.Input) (ensureuser.Result, error) {
+func (g *gated) Start(context.Context, ensureuser.Input) (ensureuser.Pending, error) {
+	return ensureuser.Pending{}, nil
+}
+
+// Wait is where a gated request stops: in place or parked, so started
+// tells the test that the request's parking is settled.
+func (g *gated) Wait(ctx context.Context, _ ensureuser.Pending) (ensureuser.Result, error) {
 	if g.started != nil {
 		g.started <- struct{}{}
 	}
@@ -388,5 +394,57 @@ func TestParkAbove(t *testing.T) {
 		if r, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || r.StatusCode != 200 {
 			t.Errorf("answer: %v %v", r, err)
 		}
+	}
+}
+
+// TestIdleConnectionsAreEvicted: beyond HTTP_PARK_ABOVE connections in the
+// HTTP server, a keep-alive connection that goes idle leaves it and waits
+// parked; its next request, pipelined requests included, is served as
+// usual, in order.
+func TestIdleConnectionsAreEvicted(t *testing.T) {
+	t.Parallel()
+	s, _, reg := newServer(t, &gated{res: ensureuser.Result{Outcome: domain.Confirmed}}, parkAbove(0))
+	addr := serve(t, s)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	const livez = "GET /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+
+	metric := func(name string) float64 { return testutil.ToFloat64(counter(t, reg, name)) }
+	// awaitParked waits until n connections are parked: the eviction runs
+	// after the answer is written.
+	awaitParked := func(n float64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for metric("ensure_user_http_parked_connections") != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("parked connections = %v, want %v", metric("ensure_user_http_parked_connections"), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	if r := roundTrip(t, conn, br, livez, 1)[0]; r.StatusCode != 200 || bodyOf(r) != `{"status":"ok"}` {
+		t.Fatalf("first answer: %d", r.StatusCode)
+	}
+	awaitParked(1)
+	if n := metric("ensure_user_http_evicted_total"); n != 1 {
+		t.Fatalf("evicted %v connections, want 1", n)
+	}
+	// Two requests in one write: the second is served from the server's
+	// buffer before the connection can be evicted again.
+	rs := roundTrip(t, conn, br, livez+"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 2)
+	if rs[0].StatusCode != 200 || rs[1].StatusCode != 404 {
+		t.Fatalf("pipelined: %d, %d", rs[0].StatusCode, rs[1].StatusCode)
+	}
+	awaitParked(1)
+	if n := metric("ensure_user_http_evicted_total"); n != 2 {
+		t.Fatalf("evicted %v times, want 2", n)
+	}
+	if r := roundTrip(t, conn, br, postEnsure+"\r\n", 1)[0]; r.StatusCode != 200 {
+		t.Fatalf("ensure-user after all that: %d", r.StatusCode)
 	}
 }

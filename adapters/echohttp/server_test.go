@@ -33,13 +33,17 @@ type stub struct {
 	panic bool
 }
 
-func (s *stub) Execute(ctx context.Context, in ensureuser.Input) (ensureuser.Result, error) {
+func (s *stub) Start(ctx context.Context, in ensureuser.Input) (ensureuser.Pending, error) {
 	if s.in != nil {
 		s.in <- in
 	}
 	if s.panic {
 		panic("boom")
 	}
+	return ensureuser.Pending{}, nil
+}
+
+func (s *stub) Wait(context.Context, ensureuser.Pending) (ensureuser.Result, error) {
 	return s.res, s.err
 }
 

@@ -85,96 +85,160 @@ func New(cfg Config, verifier ports.TokenVerifier, bus ports.EngineBus, clock po
 // Waiting reports how many requests are waiting for an Engine reply now.
 func (u *UseCase) Waiting() int { return int(u.waiting.Load()) }
 
-// Execute runs the use case. It returns domain.Confirmed or domain.Initiated,
-// or an error wrapping one of the domain sentinels (ErrNoToken,
-// ErrInvalidToken, ErrInvalidPayload, ErrVerifierUnavailable, ErrBusy,
-// ErrBusUnavailable, ErrEngineFailed), or ctx's error when the caller went
-// away; a command already sent stays sent in that case (Result.Sent).
+// Pending is a request between Start and Wait: its command is sent, or
+// about to be answered by a coalesced one, and its reply is awaited. Result
+// says how far the request got. A Pending is a value so that holding one
+// costs no allocation; Wait must be called exactly once for each Pending
+// that Start returned without an error.
+type Pending struct {
+	Result
+	u       *UseCase
+	user    domain.User
+	replies <-chan domain.Reply // the bus's channel for this command
+	timeout <-chan time.Time    // fires ReplyTimeout after Start began the send
+	flight  *flight             // set when coalescing: the shared command
+}
+
+// Execute runs the use case: Start, then Wait. It returns domain.Confirmed
+// or domain.Initiated, or an error wrapping one of the domain sentinels
+// (ErrNoToken, ErrInvalidToken, ErrInvalidPayload, ErrVerifierUnavailable,
+// ErrBusy, ErrBusUnavailable, ErrEngineFailed), or ctx's error when the
+// caller went away; a command already sent stays sent in that case
+// (Result.Sent).
 func (u *UseCase) Execute(ctx context.Context, in Input) (Result, error) {
-	var res Result
+	p, err := u.Start(ctx, in)
+	if err != nil {
+		return p.Result, err
+	}
+	return u.Wait(ctx, p)
+}
+
+// Start runs a request up to the Engine's reply: it verifies the token,
+// validates the identity, takes a waiting slot and sends the command (or,
+// when coalescing, joins the command in flight for the same user). All of
+// it runs on the caller's goroutine, the signature check included, so that
+// a caller can then wait for the reply on a goroutine of its own whose stack
+// never held that check (see Wait). On error the Pending's Result says how
+// far the request got, and there is nothing to wait for.
+func (u *UseCase) Start(ctx context.Context, in Input) (Pending, error) {
+	p := Pending{u: u}
 	if in.Token == "" {
-		return res, domain.ErrNoToken
+		return p, domain.ErrNoToken
 	}
 	id, err := u.verifier.Verify(ctx, in.Token)
 	if err != nil {
-		return res, fmt.Errorf("verify: %w", err)
+		return p, fmt.Errorf("verify: %w", err)
 	}
 	user, err := domain.NewUser(id)
 	if err != nil {
-		return res, err
+		return p, err
 	}
-	res.UserID = user.ID
-
+	p.user, p.UserID = user, user.ID
 	if u.waiting.Add(1) > int64(u.cfg.MaxWaiting) {
 		u.waiting.Add(-1)
-		return res, domain.ErrBusy
+		return p, domain.ErrBusy
 	}
-	defer u.waiting.Add(-1)
-
 	if u.cfg.Coalesce {
-		return u.coalesced(ctx, user, in.Trace)
+		p.flight, p.Coalesced = u.join(ctx, user, in.Trace)
+		p.Sent = true
+		return p, nil
 	}
-	return u.send(ctx, user, in.Trace)
+	p.RequestID = domain.NewRequestID()
+	// The timer starts before the send so that a slow publish counts against
+	// the same budget: no request waits longer than ReplyTimeout for the
+	// Engine.
+	p.timeout = u.clock.After(u.cfg.ReplyTimeout)
+	p.replies, p.Sent, err = u.send(ctx, p.RequestID, user, in.Trace)
+	if err != nil {
+		u.waiting.Add(-1)
+		return p, err
+	}
+	return p, nil
 }
 
-// coalesced joins the in-flight command for user, or starts one that later
-// requests for the same user can join. The command runs detached from any
-// one caller, so a leader that hangs up does not fail the others; each caller
-// waits only as long as its own context allows.
-func (u *UseCase) coalesced(ctx context.Context, user domain.User, trace domain.Trace) (Result, error) {
+// Wait waits for the reply to p's command, for the reply timeout, or for ctx
+// to end, whichever comes first, and returns the request's outcome as
+// Execute does. It holds nothing but p while it waits.
+func (u *UseCase) Wait(ctx context.Context, p Pending) (Result, error) {
+	defer u.waiting.Add(-1)
+	if p.flight != nil {
+		return p.waitFlight(ctx)
+	}
+	return p.wait(ctx)
+}
+
+// join joins the in-flight command for user, or starts one that later
+// requests for the same user can join, and reports whether it joined. The
+// command runs detached from any one caller, so a leader that hangs up does
+// not fail the others; each caller waits only as long as its own context
+// allows.
+func (u *UseCase) join(ctx context.Context, user domain.User, trace domain.Trace) (*flight, bool) {
 	u.mu.Lock()
-	f, joined := u.flights[user]
-	if !joined {
-		f = &flight{done: make(chan struct{})}
-		u.flights[user] = f
-		go func() {
-			f.res, f.err = u.send(context.WithoutCancel(ctx), user, trace)
-			u.mu.Lock()
-			delete(u.flights, user)
-			u.mu.Unlock()
-			close(f.done)
-		}()
+	defer u.mu.Unlock()
+	if f, ok := u.flights[user]; ok {
+		return f, true
 	}
-	u.mu.Unlock()
+	f := &flight{done: make(chan struct{})}
+	u.flights[user] = f
+	go func() {
+		lead := Pending{u: u, user: user, Result: Result{UserID: user.ID}}
+		lead.RequestID = domain.NewRequestID()
+		lead.timeout = u.clock.After(u.cfg.ReplyTimeout)
+		var err error
+		lead.replies, lead.Sent, err = u.send(context.WithoutCancel(ctx), lead.RequestID, user, trace)
+		if err == nil {
+			f.res, f.err = lead.wait(context.Background())
+		} else {
+			f.res, f.err = lead.Result, err
+		}
+		u.mu.Lock()
+		delete(u.flights, user)
+		u.mu.Unlock()
+		close(f.done)
+	}()
+	return f, false
+}
+
+// waitFlight waits for the shared command's answer.
+func (p Pending) waitFlight(ctx context.Context) (Result, error) {
 	select {
-	case <-f.done:
-		res := f.res
-		res.Coalesced = joined
-		return res, f.err
+	case <-p.flight.done:
+		res := p.flight.res
+		res.Coalesced = p.Coalesced
+		return res, p.flight.err
 	case <-ctx.Done():
-		return Result{UserID: user.ID, Sent: true, Coalesced: joined}, fmt.Errorf("wait for reply: %w", context.Cause(ctx))
+		return p.Result, fmt.Errorf("wait for reply: %w", context.Cause(ctx))
 	}
 }
 
-// send sends one command for user and waits for its reply.
-func (u *UseCase) send(ctx context.Context, user domain.User, trace domain.Trace) (Result, error) {
-	res := Result{UserID: user.ID}
-	cmd := domain.Command{
-		RequestID: domain.NewRequestID(),
+// send sends one command for user. It reports whether the command went out
+// (or may have), with the bus's error when the send failed.
+func (u *UseCase) send(ctx context.Context, requestID string, user domain.User, trace domain.Trace) (<-chan domain.Reply, bool, error) {
+	replies, err := u.bus.Send(ctx, domain.Command{
+		RequestID: requestID,
 		User:      user,
 		SentAt:    u.clock.Now(),
 		Trace:     trace,
-	}
-	res.RequestID = cmd.RequestID
-	// The timer starts before Send so that a slow publish counts against the
-	// same budget: no request waits longer than ReplyTimeout for the Engine.
-	timeout := u.clock.After(u.cfg.ReplyTimeout)
-	replies, err := u.bus.Send(ctx, cmd)
+	})
 	if err != nil {
-		res.Sent = errors.Is(err, domain.ErrEngineFailed)
-		return res, fmt.Errorf("send: %w", err)
+		return nil, errors.Is(err, domain.ErrEngineFailed), fmt.Errorf("send: %w", err)
 	}
-	res.Sent = true
+	return replies, true, nil
+}
 
+// wait waits for the reply to p's own command.
+func (p Pending) wait(ctx context.Context) (Result, error) {
+	res := p.Result
+	var err error
 	select {
-	case r := <-replies:
-		res.Outcome, err = r.Interpret(user.ID)
+	case r := <-p.replies:
+		res.Outcome, err = r.Interpret(p.user.ID)
 		return res, err
-	case <-timeout:
-		lost := u.bus.Abandon(cmd.RequestID)
+	case <-p.timeout:
+		lost := p.u.bus.Abandon(p.RequestID)
 		select { // the reply may have raced the timer
-		case r := <-replies:
-			res.Outcome, err = r.Interpret(user.ID)
+		case r := <-p.replies:
+			res.Outcome, err = r.Interpret(p.user.ID)
 			return res, err
 		default:
 		}
@@ -184,7 +248,7 @@ func (u *UseCase) send(ctx context.Context, user domain.User, trace domain.Trace
 		res.Outcome = domain.Initiated
 		return res, nil
 	case <-ctx.Done():
-		u.bus.Abandon(cmd.RequestID)
+		p.u.bus.Abandon(p.RequestID)
 		return res, fmt.Errorf("wait for reply: %w", context.Cause(ctx))
 	}
 }
