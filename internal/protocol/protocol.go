@@ -9,11 +9,7 @@
 package protocol
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"sync"
 	"time"
 
 	"github.com/ensure-user/ensure-user/domain"
@@ -32,6 +28,9 @@ const FunctionCreateUser = "createUser"
 const MaxReplyBytes = 64 << 10
 
 // Request is the createUser command as it travels on the request stream.
+// Its json tags name the members on the wire; AppendCommand and
+// DecodeRequest write and read them without encoding/json, and the tests hold
+// both to what encoding/json does with these tags.
 type Request struct {
 	Function    string `json:"function"`
 	RequestID   string `json:"requestId"`
@@ -44,7 +43,8 @@ type Request struct {
 }
 
 // Reply is the Engine's answer as it travels on the reply stream. Status is
-// omitted by the legacy Engine.
+// omitted by the legacy Engine. As for Request, the json tags name the
+// members, and AppendReply and DecodeReply match encoding/json on them.
 type Reply struct {
 	Function  string `json:"function"`
 	RequestID string `json:"requestId"`
@@ -79,70 +79,15 @@ func NewRequest(cmd domain.Command, replyTo string) Request {
 // EncodeCommand returns the JSON payload of cmd for the request stream. User
 // ids and emails are carried byte for byte (they are valid UTF-8 by
 // domain.NewUser); HTML characters are not escaped, as JSON.stringify does not.
+// The result, sized up front, is its only allocation; AppendCommand writes
+// the same bytes into a buffer the caller reuses.
 func EncodeCommand(cmd domain.Command, replyTo string) []byte {
-	return encode(NewRequest(cmd, replyTo))
+	return AppendCommand(make([]byte, 0, commandLen(cmd, replyTo)), cmd, replyTo)
 }
 
-// EncodeReply returns the JSON payload of r for the reply stream.
-func EncodeReply(r Reply) []byte { return encode(r) }
-
-// encoder is a JSON encoder that does not escape HTML, with its buffer.
-type encoder struct {
-	buf bytes.Buffer
-	enc *json.Encoder
-}
-
-// encoders recycles encoders: one payload is encoded per request, and a
-// fresh encoder and a growing buffer cost three allocations each time.
-var encoders = sync.Pool{New: func() any {
-	e := &encoder{}
-	e.enc = json.NewEncoder(&e.buf)
-	e.enc.SetEscapeHTML(false)
-	return e
-}}
-
-// encode marshals v, which holds only strings and so cannot fail to encode.
-// The result is a copy the caller owns.
-func encode(v any) []byte {
-	e := encoders.Get().(*encoder)
-	defer encoders.Put(e)
-	e.buf.Reset()
-	if err := e.enc.Encode(v); err != nil {
-		panic(fmt.Sprintf("protocol: encode %T: %v", v, err)) // unreachable: strings only
-	}
-	return bytes.Clone(bytes.TrimSuffix(e.buf.Bytes(), []byte("\n")))
-}
-
-// DecodeReply parses a reply payload. It ignores unknown fields and accepts a
-// missing status (legacy Engine) or function. It fails, wrapping
-// ErrTooLarge, ErrMalformed or ErrNoRequestID, when the payload is larger
-// than MaxReplyBytes, is not a JSON object with string fields, or has no
-// requestId.
-func DecodeReply(b []byte) (domain.Reply, error) {
-	if len(b) > MaxReplyBytes {
-		return domain.Reply{}, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(b))
-	}
-	var r Reply
-	if err := json.Unmarshal(b, &r); err != nil {
-		return domain.Reply{}, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if r.RequestID == "" {
-		return domain.Reply{}, ErrNoRequestID
-	}
-	return domain.Reply{RequestID: r.RequestID, Message: r.Message, Status: r.Status}, nil
-}
-
-// DecodeRequest parses a request payload, for the Engine side. Like
-// DecodeReply it ignores unknown fields and fails, wrapping ErrMalformed or
-// ErrNoRequestID, when the payload is not a JSON object with string fields or
-// has no requestId.
-func DecodeRequest(b []byte) (Request, error) {
-	var r Request
-	if err := json.Unmarshal(b, &r); err != nil {
-		return Request{}, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	if r.RequestID == "" {
-		return Request{}, ErrNoRequestID
-	}
-	return r, nil
+// EncodeReply returns the JSON payload of r for the reply stream, with one
+// allocation; AppendReply writes the same bytes into a buffer the caller
+// reuses.
+func EncodeReply(r Reply) []byte {
+	return AppendReply(make([]byte, 0, replyLen(r)), r)
 }
