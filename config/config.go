@@ -38,7 +38,7 @@ type HTTP struct {
 	MaxHeaderBytes  int           // HTTP_MAX_HEADER_BYTES: larger request headers get 431
 	MaxConnections  int           // HTTP_MAX_CONNECTIONS: open client connections at most; 0: from the open-file limit
 	CORSOrigins     []string      // CORS_ALLOWED_ORIGINS: empty turns CORS off
-	ParkAbove       int           // HTTP_PARK_ABOVE: beyond this many waiting requests, park the connections of more; -1: never
+	ParkAbove       int           // HTTP_PARK_ABOVE: beyond this many connections in the HTTP server, park waits and idle connections; -1: never
 	// ReadHeaderTimeout (HTTP_READ_HEADER_TIMEOUT) bounds reading a
 	// request's headers, from when the server starts to read them; the
 	// whole request gets 5 s more.
@@ -202,7 +202,7 @@ var Vars = []Var{
 	{"HTTP_MAX_HEADER_BYTES", "16384", "request header size beyond which the answer is 431"},
 	{"HTTP_READ_HEADER_TIMEOUT", "5s", "a connection whose request headers are not read within this is closed (slow clients; the whole request gets 5s more)"},
 	{"HTTP_MAX_CONNECTIONS", "0", "client connections held open at most (0: the open-file limit minus a reserve for Redis and the IdP)"},
-	{"HTTP_PARK_ABOVE", "1000", "when more requests than this wait for the Engine, further ones wait parked: their connection leaves the HTTP server (goroutine and buffers freed, ~5 KB instead of ~30 KB each) until the answer (0: park every wait; -1: never)"},
+	{"HTTP_PARK_ABOVE", "256", "when the HTTP server holds more client connections than this, requests wait for the Engine parked and idle keep-alive connections wait for their next request parked: outside the HTTP server, its goroutine and buffers freed (0: park everything; -1: never)"},
 	{"CORS_ALLOWED_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off)"},
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL as rueidis parses it (redis://, rediss://, ?addr= for cluster, ?master_set= for sentinel)"},
 	{"REDIS_TLS_CA_FILE", "", "PEM file of CA certificates trusted for rediss://"},

@@ -60,7 +60,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"LOG_FORMAT", c.Log.Format, "json"},
 		{"LOG_FLUSH_INTERVAL", c.Log.FlushInterval, 100 * time.Millisecond},
 		{"REDIS_MAX_FLUSH_DELAY", c.Redis.MaxFlushDelay, 250 * time.Microsecond},
-		{"HTTP_PARK_ABOVE", c.HTTP.ParkAbove, 1000},
+		{"HTTP_PARK_ABOVE", c.HTTP.ParkAbove, 256},
 		{"HTTP_READ_HEADER_TIMEOUT", c.HTTP.ReadHeaderTimeout, 5 * time.Second},
 	}
 	for _, ch := range checks {

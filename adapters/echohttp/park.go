@@ -58,12 +58,14 @@ type parking struct {
 	above    int           // HTTP_PARK_ABOVE; < 0: never park
 	ln       *parkListener // nil until Serve: without it nothing parks
 	inHTTP   atomic.Int64  // connections net/http holds: new, active or idle
+	active   atomic.Int64  // of those, the ones not idle: reading or handling a request
+	freed    chan struct{} // a token when active drops, for the listener's admission
 	draining atomic.Bool   // nothing parks any more
 	onEvict  func(net.Conn)
 	mu       sync.Mutex
 	conns    map[net.Conn]bool // parked connections -> idle (waiting for the next request)
-	busy     int               // parked goroutines running, under mu
-	none     chan struct{}     // closed when busy drops to zero, for wait; under mu
+	running  int               // parked goroutines running, under mu
+	none     chan struct{}     // closed when running drops to zero, for wait; under mu
 
 	parks     prometheus.Counter
 	evictions prometheus.Counter
@@ -73,6 +75,7 @@ type parking struct {
 func (p *parking) init(above int, onEvict func(net.Conn)) {
 	p.above, p.onEvict = above, onEvict
 	p.conns = map[net.Conn]bool{}
+	p.freed = make(chan struct{}, 1)
 	p.parks = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ensure_user_http_parked_total",
 		Help: "Requests whose wait for the Engine went on parked (HTTP_PARK_ABOVE).",
@@ -105,35 +108,78 @@ func (p *parking) over() bool {
 // start counts a parked goroutine about to run; done counts it finished.
 func (p *parking) start() {
 	p.mu.Lock()
-	p.busy++
+	p.running++
 	p.mu.Unlock()
 }
 
 func (p *parking) done() {
 	p.mu.Lock()
-	if p.busy--; p.busy == 0 && p.none != nil {
+	if p.running--; p.running == 0 && p.none != nil {
 		close(p.none)
 		p.none = nil
 	}
 	p.mu.Unlock()
 }
 
+// admitAbove is how many more connections than HTTP_PARK_ABOVE may be busy
+// in net/http before parked connections that have a next request wait to be
+// handed back: enough to keep the CPU busy with token checks, few enough
+// that a burst of thousands does not hold thousands of net/http's buffers
+// and goroutines at once.
+const admitAbove = 256
+
+// admits reports whether a parked connection may go back to net/http now.
+func (p *parking) admits() bool {
+	return p.above < 0 || p.active.Load() < int64(p.above+admitAbove)
+}
+
 // connState is the http.Server's ConnState hook: it counts the connections
-// net/http holds, and marks an idle one for eviction when they are too many.
+// net/http holds and those of them that are busy, and marks an idle one for
+// eviction when they are too many. A connection's hooks run on its own
+// goroutine, one at a time.
 func (p *parking) connState(nc net.Conn, st http.ConnState) {
+	c, ok := nc.(*conn)
+	if !ok { // not from the parking listener: counted, never tracked
+		switch st {
+		case http.StateNew:
+			p.inHTTP.Add(1)
+		case http.StateHijacked, http.StateClosed:
+			p.inHTTP.Add(-1)
+		}
+		return
+	}
 	switch st {
 	case http.StateNew:
 		p.inHTTP.Add(1)
-	case http.StateHijacked, http.StateClosed:
-		p.inHTTP.Add(-1)
+		p.busy(c, true)
 	case http.StateActive:
-		if c, ok := nc.(*conn); ok {
-			c.evict.Store(false) // a pipelined request came from net/http's buffer
-		}
+		p.busy(c, true)
+		c.evict.Store(false) // a pipelined request came from net/http's buffer
 	case http.StateIdle:
-		if c, ok := nc.(*conn); ok && p.over() && c.headEnded() {
+		p.busy(c, false)
+		if p.over() && c.headEnded() {
 			c.evict.Store(true)
 		}
+	case http.StateHijacked, http.StateClosed:
+		p.busy(c, false)
+		p.inHTTP.Add(-1)
+	}
+}
+
+// busy records whether c is busy in net/http.
+func (p *parking) busy(c *conn, busy bool) {
+	if c.busy == busy {
+		return
+	}
+	c.busy = busy
+	if busy {
+		p.active.Add(1)
+		return
+	}
+	p.active.Add(-1)
+	select {
+	case p.freed <- struct{}{}:
+	default:
 	}
 }
 
@@ -187,7 +233,7 @@ func (p *parking) closeIdle() {
 // left.
 func (p *parking) wait(ctx context.Context) error {
 	p.mu.Lock()
-	if p.busy == 0 {
+	if p.running == 0 {
 		p.mu.Unlock()
 		return nil
 	}
@@ -245,6 +291,10 @@ func (s *Server) parkWait(c echo.Context, x *exchange, p ensureuser.Pending) boo
 		pk.replay = append(bytes.Clone(b), pk.replay...)
 	}
 	x.parked = true
+	// net/http's response holds the connection's read and write buffers and
+	// the request (11 KB): the parked request writes to the connection
+	// itself and must not keep them.
+	x.ResponseWriter = nil
 	s.park.track(pk.conn, false)
 	s.park.parks.Inc()
 	go s.finishParked(pk)
@@ -278,7 +328,10 @@ func (s *Server) finishParked(pk *parked) {
 		_ = pk.conn.Close()
 		return
 	}
-	s.rest(pk.conn, pk.replay)
+	// Writing and logging the answer grew this goroutine's stack (to 8 KB
+	// where the wait needed 2); the connection's wait for its next request,
+	// which may last minutes, gets a fresh goroutine instead.
+	s.lobby(pk.conn, pk.replay)
 }
 
 // waitParked is the use case's Wait on a parked goroutine, where a panic
@@ -321,10 +374,15 @@ func (s *Server) rest(c net.Conn, replay []byte) {
 // while idle.
 func (s *Server) evicted(c net.Conn) {
 	s.park.evictions.Inc()
+	s.lobby(c, nil)
+}
+
+// lobby starts the parked goroutine in which c waits for its next request.
+func (s *Server) lobby(c net.Conn, replay []byte) {
 	s.park.start()
 	go func() {
 		defer s.park.done()
-		s.rest(c, nil)
+		s.rest(c, replay)
 	}()
 }
 
@@ -362,6 +420,7 @@ type conn struct {
 	park   *parking
 	replay []byte
 	tail   uint32       // the last four bytes read
+	busy   bool         // counted in parking.active; set by the ConnState hook only
 	evict  atomic.Bool  // set while idle: the next read evicts
 	state  atomic.Int32 // connOpen, connEvicting, connHandedOver
 }
@@ -483,15 +542,25 @@ func (l *parkListener) acceptLoop() {
 	}
 }
 
-// Accept returns the next new or handed-back connection.
+// Accept returns the next new or handed-back connection. A handed-back one
+// waits while net/http is busy with enough connections already (admits);
+// new ones never wait here, so that slow clients holding busy connections
+// cannot keep others out.
 func (l *parkListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.back:
-		return c, nil
-	case r := <-l.accepted:
-		return r.conn, r.err
-	case <-l.closed:
-		return nil, net.ErrClosed
+	for {
+		back := l.back
+		if !l.park.admits() {
+			back = nil
+		}
+		select {
+		case c := <-back:
+			return c, nil
+		case r := <-l.accepted:
+			return r.conn, r.err
+		case <-l.park.freed:
+		case <-l.closed:
+			return nil, net.ErrClosed
+		}
 	}
 }
 
