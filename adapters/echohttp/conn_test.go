@@ -2,6 +2,7 @@ package echohttp
 
 import (
 	"net"
+	"net/http"
 	"testing"
 )
 
@@ -64,5 +65,65 @@ func TestEvictedConnCloseHandsOver(t *testing.T) {
 	_ = plain.Close()
 	if _, err := d.Write([]byte("x")); err == nil {
 		t.Fatal("a connection not being evicted stayed open after Close")
+	}
+}
+
+// chanListener is a net.Listener whose connections come from a channel.
+type chanListener struct {
+	conns  chan net.Conn
+	closed chan struct{}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+func (l *chanListener) Close() error   { close(l.closed); return nil }
+func (l *chanListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+// TestHandBackWaitsForAdmission: while HTTP_PARK_ABOVE+admitAbove
+// connections are busy in net/http, a parked connection with a next request
+// is not handed back, but new connections still are; once one busy
+// connection goes idle, the parked one goes back.
+func TestHandBackWaitsForAdmission(t *testing.T) {
+	t.Parallel()
+	var p parking
+	p.init(0, nil)
+	inner := &chanListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+	ln := p.listen(inner)
+	defer ln.Close()
+	busy := make([]*conn, admitAbove)
+	for i := range busy {
+		busy[i] = &conn{}
+		p.connState(busy[i], http.StateNew)
+	}
+	if p.admits() {
+		t.Fatal("admits with the busy limit reached")
+	}
+	parked, _ := net.Pipe()
+	gave := make(chan bool, 1)
+	go func() { gave <- p.ln.give(&conn{Conn: parked, park: &p}) }()
+	for range 20 { // new connections keep coming in meanwhile
+		fresh, _ := net.Pipe()
+		inner.conns <- fresh
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.(*conn).Conn != fresh {
+			t.Fatal("a parked connection was handed back beyond the busy limit")
+		}
+	}
+	p.connState(busy[0], http.StateIdle)
+	c, err := ln.Accept()
+	if err != nil || c.(*conn).Conn != parked {
+		t.Fatalf("after a busy connection went idle: %v, %v; want the parked one", c, err)
+	}
+	if !<-gave {
+		t.Fatal("give reported failure")
 	}
 }
