@@ -615,7 +615,7 @@ func (b *Bus) dispatch(e rueidis.XRangeSlice) {
 		if fv.Field != protocol.Field {
 			continue
 		}
-		r, err := protocol.DecodeReply([]byte(fv.Value))
+		r, err := protocol.DecodeReplyString(fv.Value)
 		if err != nil {
 			b.metrics.Reply(correlate.Malformed, 0)
 			b.log.Warn("malformed reply skipped", zap.String("entry", e.ID), zap.Error(err))

@@ -6,6 +6,7 @@ import (
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/ensure-user/ensure-user/domain"
 )
@@ -102,6 +103,13 @@ func statusText(b []byte, s span) string {
 		return statusPending
 	}
 	return string(raw)
+}
+
+// DecodeReplyString is DecodeReply of a payload held as a string (as
+// rueidis hands out stream entries), without copying it: the reader only
+// reads, and the strings it returns are copies of their own.
+func DecodeReplyString(s string) (domain.Reply, error) {
+	return DecodeReply(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
 // DecodeRequest parses a request payload, for the Engine side. Like

@@ -99,3 +99,17 @@ func TestDecodeAllocations(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeReplyString: the string form decodes like the byte form, and its
+// strings do not alias the payload.
+func TestDecodeReplyString(t *testing.T) {
+	payload := `{"function":"createUser","requestId":"r-1","message":"u-1","status":"ok"}`
+	got, err := protocol.DecodeReplyString(payload)
+	want, werr := protocol.DecodeReply([]byte(payload))
+	if err != nil || werr != nil || got != want {
+		t.Fatalf("DecodeReplyString = %+v, %v; DecodeReply = %+v, %v", got, err, want, werr)
+	}
+	if a := testing.AllocsPerRun(100, func() { _, _ = protocol.DecodeReplyString(payload) }); a > 2 {
+		t.Errorf("%v allocations, want at most 2 (request id and message)", a)
+	}
+}
