@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -15,27 +14,11 @@ import (
 // itself never logs, nor counts.
 type instrumented struct {
 	next      echohttp.EnsureUser
-	outcomes  map[string]prometheus.Counter // the known label values, resolved once
-	vec       *prometheus.CounterVec
+	outcomes  [domain.Failed + 1]prometheus.Counter // by domain outcome, resolved once
 	coalesced prometheus.Counter
 }
 
 var _ echohttp.EnsureUser = (*instrumented)(nil)
-
-// Outcome label values of ensure_user_outcomes_total, one per answer row.
-var outcomeOf = []struct {
-	err  error
-	name string
-}{
-	{domain.ErrNoToken, "no_token"},
-	{domain.ErrInvalidToken, "invalid_token"},
-	{domain.ErrInvalidPayload, "invalid_payload"},
-	{domain.ErrVerifierUnavailable, "verifier_unavailable"},
-	{domain.ErrBusy, "busy"},
-	{domain.ErrBusUnavailable, "not_sent"},
-	{domain.ErrEngineFailed, "engine_failed"},
-	{context.Canceled, "client_gone"},
-}
 
 // NewInstrumented wraps uc with metrics and logging.
 func NewInstrumented(uc *ensureuser.UseCase, reg prometheus.Registerer) (echohttp.EnsureUser, error) {
@@ -43,10 +26,9 @@ func NewInstrumented(uc *ensureuser.UseCase, reg prometheus.Registerer) (echohtt
 		Name: "ensure_user_outcomes_total",
 		Help: "Ensure-user requests by outcome: confirmed, initiated, or the error row they ended in.",
 	}, []string{"outcome"})
-	d := &instrumented{next: uc, outcomes: map[string]prometheus.Counter{}, vec: outcomes}
-	for _, o := range []string{"confirmed", "initiated", "no_token", "invalid_token", "invalid_payload",
-		"verifier_unavailable", "busy", "not_sent", "engine_failed", "client_gone", "error"} {
-		d.outcomes[o] = outcomes.WithLabelValues(o) // exports zeros, so rates work from the start
+	d := &instrumented{next: uc}
+	for _, o := range domain.Outcomes() {
+		d.outcomes[o] = outcomes.WithLabelValues(o.String()) // exports zeros, so rates work from the start
 	}
 	d.coalesced = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ensure_user_coalesced_total",
@@ -85,22 +67,11 @@ func (d *instrumented) Wait(ctx context.Context, p ensureuser.Pending) (ensureus
 
 // count counts one request's outcome.
 func (d *instrumented) count(res ensureuser.Result, err error) {
-	name := "error"
-	if err == nil {
-		name = res.Outcome.String()
-	} else {
-		for _, o := range outcomeOf {
-			if errors.Is(err, o.err) {
-				name = o.name
-				break
-			}
-		}
+	o := res.Outcome
+	if err != nil {
+		o = domain.OutcomeOf(err)
 	}
-	c, ok := d.outcomes[name]
-	if !ok { // an outcome the list in NewInstrumented misses
-		c = d.vec.WithLabelValues(name)
-	}
-	c.Inc()
+	d.outcomes[o].Inc()
 	if res.Coalesced {
 		d.coalesced.Inc()
 	}

@@ -39,28 +39,6 @@ type Reply struct {
 	Status    string // empty when the Engine sent no status (legacy)
 }
 
-// Outcome is how a request ended when it did not end in an error.
-type Outcome int
-
-// Outcomes of EnsureUser.
-const (
-	// Confirmed: the Engine confirmed the user exists.
-	Confirmed Outcome = iota + 1
-	// Initiated: the command was sent, without confirmation (yet).
-	Initiated
-)
-
-// String names the outcome for logs and metrics.
-func (o Outcome) String() string {
-	switch o {
-	case Confirmed:
-		return "confirmed"
-	case Initiated:
-		return "initiated"
-	}
-	return "unknown"
-}
-
 // Interpret applies the reply rules for a command sent for userID:
 // status ok or exists confirms; status error is ErrEngineFailed; without a
 // status (legacy Engine) a message equal to the user id or to

@@ -21,7 +21,15 @@ var (
 	ErrBusUnavailable = errors.New("engine bus unavailable: command not sent")
 	// ErrBusy means too many requests are already waiting; nothing was sent.
 	ErrBusy = errors.New("too many requests waiting for the engine: command not sent")
-	// ErrEngineFailed means the command was sent (or may have been), and then
-	// the Engine reported an error, or its reply may have been lost.
-	ErrEngineFailed = errors.New("engine failed after the command was sent")
+	// ErrEngineFailed means the command was sent and the Engine answered it
+	// with status error.
+	ErrEngineFailed = errors.New("engine answered the command with an error")
+	// ErrSendUnknown means the command may or may not have been sent: the
+	// publish began but its outcome is unknown (the connection broke after
+	// the write, the send timed out), or the command is in the stream but
+	// not proven durable as configured.
+	ErrSendUnknown = errors.New("command may have been sent: outcome of the send unknown")
+	// ErrReplyLost means the command was sent but no reply came, and the bus
+	// was not receiving for part of the wait, so a reply may have been lost.
+	ErrReplyLost = errors.New("command sent, but its reply may have been lost")
 )

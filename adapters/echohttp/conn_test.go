@@ -1,9 +1,12 @@
 package echohttp
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"testing"
+
+	"github.com/ensure-user/ensure-user/domain"
 )
 
 // TestHeadEnded: a connection is marked for eviction only when its last read
@@ -125,5 +128,26 @@ func TestHandBackWaitsForAdmission(t *testing.T) {
 	}
 	if !<-gave {
 		t.Fatal("give reported failure")
+	}
+}
+
+// TestEveryOutcomeHasOneAnswer: each domain outcome has an answer of its
+// own (a status and a JSON body), and an error wrapping an outcome's
+// sentinel gets exactly that answer.
+func TestEveryOutcomeHasOneAnswer(t *testing.T) {
+	t.Parallel()
+	if len(answers) != int(domain.Failed)+1 {
+		t.Fatalf("%d answers for %d outcomes", len(answers)-1, domain.Failed)
+	}
+	for _, o := range domain.Outcomes() {
+		a := answerOf(o)
+		if a.status < 200 || len(a.body) == 0 || a.body[0] != '{' || a.outcome != o.String() {
+			t.Errorf("%v: answer %d %q named %q", o, a.status, a.body, a.outcome)
+		}
+		if err := o.Err(); err != nil {
+			if got := answerFor(fmt.Errorf("layer: %w", err)); got.status != a.status || string(got.body) != string(a.body) || got.outcome != a.outcome {
+				t.Errorf("%v: answerFor(its sentinel) = %d %s (%s), want %d %s", o, got.status, got.body, got.outcome, a.status, a.body)
+			}
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package echohttp
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -37,63 +36,58 @@ var (
 	hdrJSON    = header(echo.HeaderContentType, echo.MIMEApplicationJSON)
 )
 
-// The answers of the contract, byte for byte. Bodies are constants so the
-// hot path marshals nothing.
-var (
-	ansConfirmed = answer{status: http.StatusOK, outcome: "confirmed",
-		body: []byte(`{"success":true,"message":"User ensured in Engine and DBStorage"}`)}
-	ansInitiated = answer{status: http.StatusAccepted, outcome: "initiated",
-		body: []byte(`{"success":true,"message":"User creation initiated"}`)}
-	ansNoToken = answer{status: http.StatusUnauthorized, outcome: "no_token",
+// The answers of the contract, byte for byte, one per domain outcome. Bodies
+// are constants so the hot path marshals nothing.
+var answers = [...]answer{
+	domain.Confirmed: {status: http.StatusOK,
+		body: []byte(`{"success":true,"message":"User ensured in Engine and DBStorage"}`)},
+	domain.Initiated: {status: http.StatusAccepted,
+		body: []byte(`{"success":true,"message":"User creation initiated"}`)},
+	domain.NoToken: {status: http.StatusUnauthorized,
 		body:   []byte(`{"error":"No token provided."}`),
-		header: []headerValue{header("WWW-Authenticate", "Bearer")}}
-	ansInvalidToken = answer{status: http.StatusUnauthorized, outcome: "invalid_token",
+		header: []headerValue{header("WWW-Authenticate", "Bearer")}},
+	domain.InvalidToken: {status: http.StatusUnauthorized,
 		body:   []byte(`{"error":"Invalid or expired token."}`),
-		header: []headerValue{header("WWW-Authenticate", `Bearer error="invalid_token"`)}}
-	ansInvalidPayload = answer{status: http.StatusBadRequest, outcome: "invalid_payload",
-		body: []byte(`{"error":"Invalid token payload."}`)}
-	ansEngineFailed = answer{status: http.StatusBadGateway, outcome: "engine_failed",
-		body: []byte(`{"error":"Failed to ensure user, but request was sent to Engine"}`)}
-	ansNotSent = answer{status: http.StatusServiceUnavailable, outcome: "not_sent",
-		body:   []byte(`{"error":"Engine unavailable: user creation request was not sent."}`),
-		header: []headerValue{header("Retry-After", "1")}}
-	ansBusy = answer{status: http.StatusServiceUnavailable, outcome: "busy",
-		body:   []byte(`{"error":"Service busy: user creation request was not sent."}`),
-		header: []headerValue{header("Retry-After", "1")}}
-	ansVerifierUnavailable = answer{status: http.StatusServiceUnavailable, outcome: "verifier_unavailable",
+		header: []headerValue{header("WWW-Authenticate", `Bearer error="invalid_token"`)}},
+	domain.InvalidPayload: {status: http.StatusBadRequest,
+		body: []byte(`{"error":"Invalid token payload."}`)},
+	domain.VerifierUnavailable: {status: http.StatusServiceUnavailable,
 		body:   []byte(`{"error":"Token verification unavailable."}`),
-		header: []headerValue{header("Retry-After", "5")}}
-	// ansClientGone is logged, not seen: the client hung up while waiting.
+		header: []headerValue{header("Retry-After", "5")}},
+	domain.Busy: {status: http.StatusServiceUnavailable,
+		body:   []byte(`{"error":"Service busy: user creation request was not sent."}`),
+		header: []headerValue{header("Retry-After", "1")}},
+	domain.NotSent: {status: http.StatusServiceUnavailable,
+		body:   []byte(`{"error":"Engine unavailable: user creation request was not sent."}`),
+		header: []headerValue{header("Retry-After", "1")}},
+	domain.SendUnknown:  sentButFailed,
+	domain.EngineFailed: sentButFailed,
+	domain.ReplyLost:    sentButFailed,
+	// ClientGone is logged, not seen: the client hung up while waiting.
 	// 499 is nginx's convention for it.
-	ansClientGone = answer{status: 499, outcome: "client_gone",
-		body: []byte(`{"error":"Client closed the request."}`)}
-	ansInternal = answer{status: http.StatusInternalServerError, outcome: "internal_error",
-		body: []byte(`{"error":"Internal server error."}`)}
-)
-
-// domainAnswers maps each domain sentinel to its answer: the one place where
-// domain errors become HTTP.
-var domainAnswers = []struct {
-	err error
-	ans *answer
-}{
-	{domain.ErrNoToken, &ansNoToken},
-	{domain.ErrInvalidToken, &ansInvalidToken},
-	{domain.ErrInvalidPayload, &ansInvalidPayload},
-	{domain.ErrVerifierUnavailable, &ansVerifierUnavailable},
-	{domain.ErrBusy, &ansBusy},
-	{domain.ErrBusUnavailable, &ansNotSent},
-	{domain.ErrEngineFailed, &ansEngineFailed},
-	{context.Canceled, &ansClientGone},
+	domain.ClientGone: {status: 499,
+		body: []byte(`{"error":"Client closed the request."}`)},
+	domain.Failed: {status: http.StatusInternalServerError,
+		body: []byte(`{"error":"Internal server error."}`)},
 }
 
-// answerFor maps any error a handler returns to its answer. Unknown errors are
-// 500 with a generic body; the error itself goes only to the log.
+// sentButFailed is the 502 of the three ways a sent command can fail.
+var sentButFailed = answer{status: http.StatusBadGateway,
+	body: []byte(`{"error":"Failed to ensure user, but request was sent to Engine"}`)}
+
+// answerOf is the answer of a use-case outcome, with the outcome's name.
+func answerOf(o domain.Outcome) answer {
+	a := answers[o]
+	a.outcome = o.String()
+	return a
+}
+
+// answerFor maps any error a handler returns to its answer: a domain
+// outcome's, an Echo HTTP error's, or a 500 with a generic body for anything
+// else; the error itself goes only to the log.
 func answerFor(err error) answer {
-	for _, m := range domainAnswers {
-		if errors.Is(err, m.err) {
-			return *m.ans
-		}
+	if o := domain.OutcomeOf(err); o != domain.Failed {
+		return answerOf(o)
 	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
@@ -108,7 +102,7 @@ func answerFor(err error) answer {
 		}
 		return answer{status: he.Code, outcome: "http_error", body: jsonError(msg)}
 	}
-	return ansInternal
+	return answerOf(domain.Failed)
 }
 
 // jsonError renders {"error": msg}. msg comes from our own code or

@@ -49,17 +49,9 @@ func (s *Server) ensureUser(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	a := answerOf(res)
+	a := answerOf(res.Outcome)
 	x.outcome = a.outcome
 	return a.write(c.Response())
-}
-
-// answerOf is the answer of a request that ended without an error.
-func answerOf(res ensureuser.Result) answer {
-	if res.Outcome == domain.Confirmed {
-		return ansConfirmed
-	}
-	return ansInitiated
 }
 
 // BearerToken returns the token of an Authorization header value of the form

@@ -186,6 +186,12 @@ func headerBytes(r *http.Request) int {
 	return n
 }
 
+// Outcomes the request line treats apart.
+var (
+	outcomeClientGone = domain.ClientGone.String()
+	outcomeBusy       = domain.Busy.String() // load shedding: not a warning
+)
+
 // record writes the one log line of a request and counts it.
 func (s *Server) record(x *exchange) {
 	if x.route == "" || x.status == http.StatusNotFound {
@@ -194,16 +200,13 @@ func (s *Server) record(x *exchange) {
 	if x.status == 0 {
 		x.status = http.StatusOK
 	}
-	if x.outcome == ansClientGone.outcome {
-		x.status = ansClientGone.status
-	}
 	if x.err != nil && x.status < 500 && x.outcome != "http_error" {
 		x.err = nil
 	}
 	took := time.Since(x.start)
 	method := boundedMethod(x.method)
 	s.stats.count(x.route, method, x.status, took)
-	if x.outcome == ansClientGone.outcome && x.res.Sent {
+	if x.outcome == outcomeClientGone && x.res.Sent {
 		s.reqLog.Info("client went away while waiting; the command stays sent",
 			zap.String("request_id", x.id),
 			zap.String("engine_request_id", x.res.RequestID),
@@ -213,7 +216,7 @@ func (s *Server) record(x *exchange) {
 		return // probes and scrapes are not worth a line each
 	}
 	level := zapcore.InfoLevel
-	if x.status >= 500 && x.outcome != ansBusy.outcome {
+	if x.status >= 500 && x.outcome != outcomeBusy {
 		level = zapcore.WarnLevel
 	}
 	if x.status == http.StatusInternalServerError {

@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/domain/ensureuser"
 )
 
@@ -309,7 +310,7 @@ func (s *Server) finishParked(pk *parked) {
 	res, err := s.waitParked(pk.p)
 	x := pk.x
 	x.res = res
-	a := answerOf(res)
+	a := answerOf(res.Outcome)
 	if err != nil {
 		a = answerFor(err)
 		x.err = err
@@ -320,7 +321,8 @@ func (s *Server) finishParked(pk *parked) {
 	_, werr := pk.conn.Write(pk.response(a, closing))
 	_ = pk.conn.SetWriteDeadline(time.Time{})
 	if werr != nil {
-		x.outcome, x.err = ansClientGone.outcome, werr
+		gone := answerOf(domain.ClientGone)
+		x.outcome, x.status, x.err = gone.outcome, gone.status, werr
 	}
 	s.record(x)
 	if werr != nil || closing {

@@ -121,7 +121,7 @@ func TestContractTable(t *testing.T) {
 			body: `{"error":"Failed to ensure user, but request was sent to Engine"}`},
 		{name: "reply lost while reader down", auth: "Bearer t", identity: good, notRecv: true, status: 502,
 			body: `{"error":"Failed to ensure user, but request was sent to Engine"}`},
-		{name: "send outcome unknown", auth: "Bearer t", identity: good, sendErr: domain.ErrEngineFailed, status: 502,
+		{name: "send outcome unknown", auth: "Bearer t", identity: good, sendErr: domain.ErrSendUnknown, status: 502,
 			body: `{"error":"Failed to ensure user, but request was sent to Engine"}`},
 		{name: "not sent", auth: "Bearer t", identity: good, sendErr: domain.ErrBusUnavailable, status: 503,
 			body: `{"error":"Engine unavailable: user creation request was not sent."}`, header: map[string]string{"Retry-After": "1"}},

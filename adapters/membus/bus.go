@@ -15,10 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/ensure-user/ensure-user/adapters/internal/correlate"
 	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/protocol"
-	"github.com/ensure-user/ensure-user/internal/protocol/correlate"
 	"github.com/ensure-user/ensure-user/internal/refengine"
 	"github.com/ensure-user/ensure-user/ports"
 )
@@ -118,18 +118,18 @@ func newBus(cfg config.Engine, log *zap.Logger, reg prometheus.Registerer, opts 
 // already waiting; nothing is sent then.
 func (b *Bus) Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("send: %w", err)
+		return nil, err // the caller's own context error: nothing to add
 	}
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if b.closed {
 		b.metrics.NotSent()
-		return nil, fmt.Errorf("send: bus stopped: %w", domain.ErrBusUnavailable)
+		return nil, fmt.Errorf("bus stopped: %w", domain.ErrBusUnavailable)
 	}
 	replies, err := b.table.Register(cmd.RequestID)
 	if err != nil {
 		b.metrics.NotSent()
-		return nil, fmt.Errorf("send: %w: %v", domain.ErrBusUnavailable, err)
+		return nil, fmt.Errorf("register the reply's waiter: %w: %v", domain.ErrBusUnavailable, err)
 	}
 	b.publish(protocol.EncodeCommand(cmd, b.replyTo))
 	b.metrics.Sent()

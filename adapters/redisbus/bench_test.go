@@ -8,9 +8,9 @@ import (
 	"github.com/redis/rueidis"
 	"go.uber.org/zap"
 
+	"github.com/ensure-user/ensure-user/adapters/internal/correlate"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/protocol"
-	"github.com/ensure-user/ensure-user/internal/protocol/correlate"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
 

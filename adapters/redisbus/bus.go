@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,11 +36,10 @@ import (
 	"github.com/redis/rueidis"
 	"go.uber.org/zap"
 
+	"github.com/ensure-user/ensure-user/adapters/internal/correlate"
 	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
-	"github.com/ensure-user/ensure-user/internal/backoff"
 	"github.com/ensure-user/ensure-user/internal/protocol"
-	"github.com/ensure-user/ensure-user/internal/protocol/correlate"
 	"github.com/ensure-user/ensure-user/ports"
 )
 
@@ -155,13 +153,11 @@ type Bus struct {
 	replyStream string // cfg.ReplyStreamName(): the stream this instance reads
 	perInstance bool   // replyStream is this instance's own: created, kept alive, deleted
 
-	started   atomic.Bool   // the reader has its start id: Send may publish
+	start     startup       // the reply reader's start-up: Send publishes once it has its start id
 	connected atomic.Bool   // the reader's last command succeeded
 	stopped   atomic.Bool   // cleanup ran: Send refuses
-	ready     chan struct{} // closed once started
 	done      chan struct{} // closed when the reader has exited
 
-	fatal     atomic.Pointer[error] // a start-up refusal retrying cannot fix (WAITAOF unsupported)
 	streamErr atomic.Pointer[error] // the per-instance stream is missing and could not be recreated
 	lastRead  atomic.Int64          // millisecond part of the last reply id read, for trimming
 	xaddBound *deadlines            // the XADD's bound, shared by the sends of a few milliseconds
@@ -232,7 +228,7 @@ func newBus(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prome
 		table:       correlate.NewTable(set.remember),
 		replyStream: cfg.ReplyStreamName(),
 		perInstance: cfg.PerInstanceReplies(),
-		ready:       make(chan struct{}),
+		start:       startup{settled: make(chan struct{}), ready: make(chan struct{})},
 		done:        make(chan struct{}),
 		poke:        make(chan struct{}, 1),
 		upkeep:      make(chan struct{}),
@@ -254,13 +250,11 @@ func newBus(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prome
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	tried := make(chan struct{})
-	go b.run(ctx, sync.OnceFunc(func() { close(tried) }))
-	<-tried
-	if errp := b.fatal.Load(); errp != nil {
+	go b.run(ctx)
+	if st, err := b.start.firstSettled(); st == readerRefused {
 		cancel()
 		<-b.done
-		return nil, nil, *errp
+		return nil, nil, err
 	}
 	go b.maintain(ctx)
 	var once sync.Once
@@ -309,31 +303,31 @@ func newErrorCounters(reg prometheus.Registerer) (map[string]prometheus.Counter,
 //     with an error (it refused the command, for example OOM, WRONGTYPE,
 //     READONLY on a demoted master, or in a cluster CLUSTERDOWN, TRYAGAIN or
 //     a MOVED rueidis did not follow);
-//   - domain.ErrEngineFailed when the outcome is unknown: the connection
+//   - domain.ErrSendUnknown when the outcome is unknown: the connection
 //     broke or the timeout (or ctx) fired after the XADD may have been
 //     written; or, with ENGINE_DURABLE_SEND, when the command is in the
 //     stream but not proven durable (the WAIT timed out or failed).
 //
-// After ErrEngineFailed the command may reach the Engine, so its reply, if
+// After ErrSendUnknown the command may reach the Engine, so its reply, if
 // any, counts as late, not unknown. Both sentinels are wrapped with the Redis
 // error as text only, so that errors.Is sees the domain meaning and nothing
 // else.
 func (b *Bus) Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("send: %w", err)
+		return nil, err // the caller's own context error: nothing to add
 	}
-	if b.stopped.Load() || !b.started.Load() {
+	if b.stopped.Load() || !b.start.started() {
 		b.metrics.NotSent()
 		why := "reply reader has no start id yet"
 		if b.stopped.Load() {
 			why = "bus stopped"
 		}
-		return nil, fmt.Errorf("send: %s: %w", why, domain.ErrBusUnavailable)
+		return nil, fmt.Errorf("%s: %w", why, domain.ErrBusUnavailable)
 	}
 	replies, err := b.table.Register(cmd.RequestID)
 	if err != nil {
 		b.metrics.NotSent()
-		return nil, fmt.Errorf("send: %w: %v", domain.ErrBusUnavailable, err)
+		return nil, fmt.Errorf("register the reply's waiter: %w: %v", domain.ErrBusUnavailable, err)
 	}
 
 	payload := protocol.EncodeCommand(cmd, b.replyStream)
@@ -359,12 +353,12 @@ func (b *Bus) Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply
 		}
 		b.table.Abandon(cmd.RequestID) // it may have been sent: a reply would be late, not unknown
 		b.metrics.SendUnknown()
-		return nil, fmt.Errorf("xadd: %w: %v", domain.ErrEngineFailed, err)
+		return nil, fmt.Errorf("xadd: %w: %v", domain.ErrSendUnknown, err)
 	}
 	b.metrics.Sent()
 	if durErr != nil {
 		b.table.Abandon(cmd.RequestID)
-		return nil, fmt.Errorf("xadd: in the stream but not proven durable: %w: %v", domain.ErrEngineFailed, durErr)
+		return nil, fmt.Errorf("xadd: in the stream but not proven durable: %w: %v", domain.ErrSendUnknown, durErr)
 	}
 	return replies, nil
 }
@@ -420,8 +414,8 @@ func (b *Bus) Ready(ctx context.Context) error {
 	if b.stopped.Load() {
 		return fmt.Errorf("bus stopped: %w", domain.ErrBusUnavailable)
 	}
-	if errp := b.fatal.Load(); errp != nil {
-		return fmt.Errorf("%w: %v", domain.ErrBusUnavailable, *errp)
+	if st, err := b.start.get(); st == readerRefused {
+		return fmt.Errorf("%w: %v", domain.ErrBusUnavailable, err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, b.set.xaddTimeout)
 	defer cancel()
@@ -429,7 +423,7 @@ func (b *Bus) Ready(ctx context.Context) error {
 		b.errs[opPing].Inc()
 		return fmt.Errorf("ping redis: %w: %v", domain.ErrBusUnavailable, err)
 	}
-	if !b.started.Load() {
+	if !b.start.started() {
 		return fmt.Errorf("reply reader has no start id yet: %w", domain.ErrBusUnavailable)
 	}
 	if errp := b.streamErr.Load(); errp != nil { // first: the reader fails for the same cause
@@ -440,205 +434,4 @@ func (b *Bus) Ready(ctx context.Context) error {
 		return fmt.Errorf("reply reader is reconnecting: %w", domain.ErrBusUnavailable)
 	}
 	return nil
-}
-
-// run is the reply reader: the only goroutine that reads the reply stream.
-func (b *Bus) run(ctx context.Context, firstTry func()) {
-	defer close(b.done)
-	last, ok := b.resolveStart(ctx, firstTry)
-	if !ok {
-		return
-	}
-	for retry := 0; ; {
-		next, err := b.read(ctx, last)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			b.setConnected(false, err)
-			if !backoff.Wait(ctx, retry, b.set.backoffMin, b.set.backoffMax) {
-				return
-			}
-			retry++
-			continue
-		}
-		b.setConnected(true, nil)
-		retry, last = 0, next
-	}
-}
-
-// resolveStart finds the id after which the reader starts: the reply
-// stream's last entry, or 0-0 when it has none. Before, it checks what the
-// configuration needs of the server (WAITAOF), and creates a per-instance
-// reply stream. It retries until it succeeds or ctx ends, and calls firstTry
-// once, after the first attempt. A refusal retrying cannot fix ends it: the
-// error is kept in b.fatal, for New (first attempt) or Ready (later ones).
-func (b *Bus) resolveStart(ctx context.Context, firstTry func()) (string, bool) {
-	defer firstTry()
-	for retry := 0; ; retry++ {
-		id, err := b.prepare(ctx)
-		if err == nil {
-			b.started.Store(true)
-			b.connected.Store(true)
-			close(b.ready)
-			b.log.Info("reply reader started", zap.String("stream", b.replyStream), zap.String("after", id),
-				zap.Bool("per_instance", b.perInstance), zap.String("durable_send", b.durableName()))
-			return id, true
-		}
-		if ctx.Err() != nil {
-			return "", false
-		}
-		var perm permanentError
-		if errors.As(err, &perm) {
-			b.fatal.Store(&perm.err)
-			if retry > 0 { // the first attempt's refusal is New's error
-				b.log.Error("the Engine bus cannot start: Send refuses and readiness fails until the configuration or the server changes",
-					zap.Error(perm.err))
-			}
-			return "", false
-		}
-		if retry == 0 {
-			b.log.Warn("reply reader cannot look up its start id yet: retrying; Send refuses until then", zap.Error(err))
-		}
-		b.setConnected(false, err)
-		firstTry()
-		if !backoff.Wait(ctx, retry, b.set.backoffMin, b.set.backoffMax) {
-			return "", false
-		}
-	}
-}
-
-// prepare is one attempt of resolveStart.
-func (b *Bus) prepare(ctx context.Context) (string, error) {
-	if err := b.checkDurable(ctx); err != nil {
-		return "", err
-	}
-	if b.perInstance {
-		if _, err := b.ensureReplyStream(ctx); err != nil {
-			return "", err
-		}
-	}
-	return b.lastID(ctx, b.set.xaddTimeout)
-}
-
-// permanentError is a start-up refusal that retrying cannot fix.
-type permanentError struct{ err error }
-
-func (e permanentError) Error() string { return e.err.Error() }
-func (e permanentError) Unwrap() error { return e.err }
-
-// lastID returns the id of the reply stream's newest entry, or 0-0 when it
-// has none, waiting at most timeout.
-func (b *Bus) lastID(ctx context.Context, timeout time.Duration) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	entries, err := b.client.Do(ctx, b.client.B().Xrevrange().Key(b.replyStream).
-		End("+").Start("-").Count(1).Build()).AsXRange()
-	if err != nil {
-		b.errs[opXrevrange].Inc()
-		return "", fmt.Errorf("xrevrange: %w", err)
-	}
-	if len(entries) == 0 {
-		return "0-0", nil
-	}
-	return entries[0].ID, nil
-}
-
-// read runs one XREAD after last, dispatches what it returns, and returns
-// the id of the last entry seen.
-func (b *Bus) read(ctx context.Context, last string) (string, error) {
-	rctx, cancel := context.WithTimeout(ctx, b.set.block+b.set.readMargin)
-	defer cancel()
-	// BLOCK makes rueidis send this on a connection of its blocking pool
-	// (mux.go: cmd.IsBlock() -> m.blocking(m.dpool, ...)), never on the
-	// shared pipeline, so a waiting read delays no XADD.
-	streams, err := b.client.Do(rctx, b.client.B().Xread().Count(b.set.readCount).
-		Block(b.set.block.Milliseconds()).Streams().Key(b.replyStream).Id(last).Build()).AsXReadSlices()
-	if rueidis.IsRedisNil(err) {
-		return b.afterIdle(ctx, last) // BLOCK elapsed with nothing new
-	}
-	if err != nil {
-		if ctx.Err() == nil { // not merely stopping
-			b.errs[opXread].Inc()
-		}
-		return last, fmt.Errorf("xread: %w", err)
-	}
-	for _, e := range streams[b.replyStream] {
-		last = e.ID
-		b.dispatch(e)
-	}
-	if ms, _ := splitID(last); ms > 0 {
-		b.lastRead.Store(int64(ms))
-	}
-	return last, nil
-}
-
-// afterIdle runs when a read found nothing new. If the reply stream is now
-// missing, empty, or ends before last, it was deleted (and may be recreated
-// with ids below last, when Redis' clock is behind), so the reader restarts
-// from 0-0. Reading entries again is harmless: replies are matched by request
-// id, never by position. One case stays undetected: a stream deleted and
-// recreated within the millisecond of last, whose first entries reuse ids up
-// to last; their requests time out.
-func (b *Bus) afterIdle(ctx context.Context, last string) (string, error) {
-	newest, err := b.lastID(ctx, b.set.readMargin) // a stalled server must not hold the reader longer than a read
-	if err != nil {
-		return last, err
-	}
-	if newest != "0-0" && !idLess(newest, last) {
-		return last, nil
-	}
-	if last != "0-0" {
-		b.log.Info("reply stream deleted or rewound: reading it from the start", zap.String("was_after", last))
-		b.checkReplyStreamSoon()
-	}
-	return "0-0", nil
-}
-
-// idLess reports whether stream id a sorts before b; ids are "ms-seq".
-func idLess(a, b string) bool {
-	ams, aseq := splitID(a)
-	bms, bseq := splitID(b)
-	return ams < bms || (ams == bms && aseq < bseq)
-}
-
-func splitID(id string) (ms, seq uint64) {
-	m, s, _ := strings.Cut(id, "-")
-	ms, _ = strconv.ParseUint(m, 10, 64)
-	seq, _ = strconv.ParseUint(s, 10, 64)
-	return ms, seq
-}
-
-// dispatch hands one reply entry to its waiter, or counts why it cannot.
-func (b *Bus) dispatch(e rueidis.XRangeSlice) {
-	for _, fv := range e.FieldValues {
-		if fv.Field != protocol.Field {
-			continue
-		}
-		r, err := protocol.DecodeReplyString(fv.Value)
-		if err != nil {
-			b.metrics.Reply(correlate.Malformed, 0)
-			b.log.Warn("malformed reply skipped", zap.String("entry", e.ID), zap.Error(err))
-			return
-		}
-		res, _ := b.table.Deliver(r, b.metrics.Reply)
-		if res != correlate.Delivered {
-			b.log.Debug("reply not delivered", zap.String("entry", e.ID),
-				zap.String("request_id", r.RequestID), zap.Stringer("result", res))
-		}
-		return
-	}
-	b.metrics.Reply(correlate.Malformed, 0)
-	b.log.Warn("reply without a message field skipped", zap.String("entry", e.ID))
-}
-
-// setConnected records the reader's state and logs its changes.
-func (b *Bus) setConnected(ok bool, err error) {
-	if was := b.connected.Swap(ok); was != ok {
-		if ok {
-			b.log.Info("reply reader connected")
-		} else {
-			b.log.Warn("reply reader disconnected: replies wait in the stream until it reconnects", zap.Error(err))
-		}
-	}
 }

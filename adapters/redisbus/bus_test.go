@@ -243,7 +243,7 @@ func TestRedisKilled(t *testing.T) {
 		}
 		// A connection that died an instant ago may still take the write:
 		// its outcome is honestly unknown.
-		if !errors.Is(err, domain.ErrEngineFailed) {
+		if !errors.Is(err, domain.ErrSendUnknown) {
 			t.Fatalf("Send = %v, want ErrBusUnavailable", err)
 		}
 		if time.Now().After(deadline) {
@@ -481,7 +481,7 @@ func TestStartsWhileRedisIsDown(t *testing.T) {
 	}
 	r.Restart()
 	select {
-	case <-f.bus.ready:
+	case <-f.bus.start.ready:
 	case <-testContext(t).Done():
 		t.Fatal("reader never started")
 	}
@@ -511,7 +511,7 @@ func TestRedisRefusesXadd(t *testing.T) {
 
 // TestXaddTimeoutIsUnknown: Redis stalls writes past the XADD timeout; the
 // command is then executed when Redis resumes, which is why the outcome must
-// be reported as unknown (ErrEngineFailed), not as not sent.
+// be reported as unknown (ErrSendUnknown), not as not sent.
 func TestXaddTimeoutIsUnknown(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
@@ -524,8 +524,8 @@ func TestXaddTimeoutIsUnknown(t *testing.T) {
 	if elapsed := time.Since(start); elapsed > time.Second {
 		t.Errorf("Send took %s, want about the XADD timeout", elapsed)
 	}
-	if !errors.Is(err, domain.ErrEngineFailed) {
-		t.Fatalf("Send = %v, want ErrEngineFailed", err)
+	if !errors.Is(err, domain.ErrSendUnknown) {
+		t.Fatalf("Send = %v, want ErrSendUnknown", err)
 	}
 	r.MustDo(ctx, "CLIENT", "UNPAUSE")
 	if _, err := f.engine.Next(ctx); err != nil {

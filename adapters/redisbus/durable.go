@@ -45,7 +45,7 @@ import (
 //
 // A WAIT that times out (or fails) after the XADD succeeded leaves the
 // command in the stream, where the Engine may still read it, but not proven
-// durable. Send then answers domain.ErrEngineFailed ("sent, outcome
+// durable. Send then answers domain.ErrSendUnknown ("sent, outcome
 // unknown": 502, whose body says the request was sent), counts it in
 // ensure_user_engine_durable_sends_total{result="timeout"|"error"}, and stops
 // waiting for the reply, which counts as late if it comes. The client may

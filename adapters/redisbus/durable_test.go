@@ -40,7 +40,7 @@ func startReplica(t *testing.T, master *testenv.Redis) *testenv.Redis {
 
 // TestDurableReplica: with a replica in sync, Send returns once the command
 // is on the replica; with the replica gone, the command is in the master's
-// stream but Send answers ErrEngineFailed after the bounded wait, and the
+// stream but Send answers ErrSendUnknown after the bounded wait, and the
 // reply that may still come counts as late.
 func TestDurableReplica(t *testing.T) {
 	t.Parallel()
@@ -65,8 +65,8 @@ func TestDurableReplica(t *testing.T) {
 	lost := newCommand("user-2")
 	_, err := f.bus.Send(ctx, lost)
 	elapsed := time.Since(start)
-	if !errors.Is(err, domain.ErrEngineFailed) || !strings.Contains(err.Error(), "not proven durable") {
-		t.Fatalf("Send without a replica = %v, want ErrEngineFailed (not proven durable)", err)
+	if !errors.Is(err, domain.ErrSendUnknown) || !strings.Contains(err.Error(), "not proven durable") {
+		t.Fatalf("Send without a replica = %v, want ErrSendUnknown (not proven durable)", err)
 	}
 	if elapsed < 900*time.Millisecond || elapsed > 3*time.Second {
 		t.Errorf("Send took %s, want about the 1s wait", elapsed)
@@ -108,7 +108,7 @@ func TestDurableRedisDown(t *testing.T) {
 		if errors.Is(err, domain.ErrBusUnavailable) {
 			return
 		}
-		if !errors.Is(err, domain.ErrEngineFailed) { // a connection that died an instant ago
+		if !errors.Is(err, domain.ErrSendUnknown) { // a connection that died an instant ago
 			t.Fatalf("Send = %v, want ErrBusUnavailable", err)
 		}
 		if time.Now().After(deadline) {

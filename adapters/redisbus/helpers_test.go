@@ -75,7 +75,7 @@ func newFixture(t testing.TB, r *testenv.Redis, opts ...fixtureOption) *fixture 
 func (f *fixture) waitStarted(t testing.TB) {
 	t.Helper()
 	select {
-	case <-f.bus.ready:
+	case <-f.bus.start.ready:
 	case <-time.After(5 * time.Second):
 		t.Fatal("reply reader did not start")
 	}
@@ -311,7 +311,7 @@ func (f *fixture) sendUntil(t *testing.T, userID string) (domain.Command, <-chan
 		var err error
 		cmd = newCommand(userID)
 		replies, err = f.bus.Send(testContext(t), cmd)
-		if err != nil && !errors.Is(err, domain.ErrBusUnavailable) && !errors.Is(err, domain.ErrEngineFailed) {
+		if err != nil && !errors.Is(err, domain.ErrBusUnavailable) && !errors.Is(err, domain.ErrSendUnknown) {
 			t.Fatalf("Send error %v is not a domain error", err)
 		}
 		return err == nil

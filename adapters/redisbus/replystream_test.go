@@ -207,8 +207,8 @@ func TestUnknownOutcomeReplyIsLate(t *testing.T) {
 	ctx := testContext(t)
 	r.MustDo(ctx, "CLIENT", "PAUSE", "1000", "WRITE")
 	cmd := newCommand("u")
-	if _, err := f.bus.Send(ctx, cmd); !errors.Is(err, domain.ErrEngineFailed) {
-		t.Fatalf("Send = %v, want ErrEngineFailed", err)
+	if _, err := f.bus.Send(ctx, cmd); !errors.Is(err, domain.ErrSendUnknown) {
+		t.Fatalf("Send = %v, want ErrSendUnknown", err)
 	}
 	r.MustDo(ctx, "CLIENT", "UNPAUSE")
 	if _, err := f.engine.take(ctx, cmd.RequestID); err != nil {

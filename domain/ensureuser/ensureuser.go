@@ -100,9 +100,10 @@ type Pending struct {
 }
 
 // Execute runs the use case: Start, then Wait. It returns domain.Confirmed
-// or domain.Initiated, or an error wrapping one of the domain sentinels
-// (ErrNoToken, ErrInvalidToken, ErrInvalidPayload, ErrVerifierUnavailable,
-// ErrBusy, ErrBusUnavailable, ErrEngineFailed), or ctx's error when the
+// or domain.Initiated, or an error wrapping the sentinel of one of the
+// error outcomes of domain.Outcomes (ErrNoToken, ErrInvalidToken,
+// ErrInvalidPayload, ErrVerifierUnavailable, ErrBusy, ErrBusUnavailable,
+// ErrSendUnknown, ErrEngineFailed, ErrReplyLost), or ctx's error when the
 // caller went away; a command already sent stays sent in that case
 // (Result.Sent).
 func (u *UseCase) Execute(ctx context.Context, in Input) (Result, error) {
@@ -221,7 +222,7 @@ func (u *UseCase) send(ctx context.Context, requestID string, user domain.User, 
 		Trace:     trace,
 	})
 	if err != nil {
-		return nil, errors.Is(err, domain.ErrEngineFailed), fmt.Errorf("send: %w", err)
+		return nil, errors.Is(err, domain.ErrSendUnknown), fmt.Errorf("send: %w", err)
 	}
 	return replies, true, nil
 }
@@ -243,7 +244,7 @@ func (p Pending) wait(ctx context.Context) (Result, error) {
 		default:
 		}
 		if lost {
-			return res, fmt.Errorf("no reply while the bus was not receiving: %w", domain.ErrEngineFailed)
+			return res, fmt.Errorf("wait for reply: %w", domain.ErrReplyLost)
 		}
 		res.Outcome = domain.Initiated
 		return res, nil

@@ -60,9 +60,9 @@ func TestExecute(t *testing.T) {
 		{name: "status pending", token: "t", identity: alice, reply: domain.Reply{Status: "pending", Message: "user-1"}, want: domain.Initiated, wantSent: true, wantCmd: true},
 		{name: "status error", token: "t", identity: alice, reply: domain.Reply{Status: "error", Message: "db down"}, wantErr: domain.ErrEngineFailed, wantSent: true, wantCmd: true},
 		{name: "no reply in time", token: "t", identity: alice, step: timeout, want: domain.Initiated, wantSent: true, wantCmd: true, wantGiveUp: true},
-		{name: "no reply while not receiving", token: "t", identity: alice, step: timeout, notRecv: true, wantErr: domain.ErrEngineFailed, wantSent: true, wantCmd: true, wantGiveUp: true},
+		{name: "no reply while not receiving", token: "t", identity: alice, step: timeout, notRecv: true, wantErr: domain.ErrReplyLost, wantSent: true, wantCmd: true, wantGiveUp: true},
 		{name: "not sent", token: "t", identity: alice, sendErr: domain.ErrBusUnavailable, wantErr: domain.ErrBusUnavailable},
-		{name: "send outcome unknown", token: "t", identity: alice, sendErr: domain.ErrEngineFailed, wantErr: domain.ErrEngineFailed, wantSent: true},
+		{name: "send outcome unknown", token: "t", identity: alice, sendErr: domain.ErrSendUnknown, wantErr: domain.ErrSendUnknown, wantSent: true},
 		{name: "client hangs up while waiting", token: "t", identity: alice, step: hangUp, wantErr: context.Canceled, wantSent: true, wantCmd: true, wantGiveUp: true},
 	}
 	for _, tt := range tests {

@@ -69,11 +69,11 @@ func TestLayers(t *testing.T) {
 		{"ports speak only domain types",
 			func(p string) bool { return p == module+"/ports" },
 			func(d string) bool { return d == module+"/domain" }},
-		{"adapters do not reach into app, cmd or another adapter",
+		{"adapters do not reach into app, cmd or another adapter (their shared parts are adapters/internal)",
 			func(p string) bool { return strings.HasPrefix(p, module+"/adapters/") },
 			func(d string) bool {
 				return !strings.HasPrefix(d, module+"/app") && !strings.HasPrefix(d, module+"/cmd") &&
-					!strings.HasPrefix(d, module+"/adapters/")
+					(!strings.HasPrefix(d, module+"/adapters/") || strings.HasPrefix(d, module+"/adapters/internal/"))
 			}},
 	}
 	for path, p := range pkgs {

@@ -70,7 +70,7 @@ func newStack(t *testing.T, o stackOptions) *stack {
 	if !o.idpDown {
 		s.svc.RequireReady(t, 30*time.Second)
 	}
-	s.svc.FailOnTokenInOutput(t)
+	s.svc.CheckOutput(t)
 	return s
 }
 

@@ -108,7 +108,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	}
 	r.svc = testenv.StartService(t, r.idp.ServiceEnv(redisURL, o.env))
 	r.waitReady(30 * time.Second)
-	r.svc.FailOnTokenInOutput(t)
+	r.svc.CheckOutput(t)
 	return r
 }
 

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -80,16 +81,43 @@ func (s *Service) RequireReady(t testing.TB, timeout time.Duration) {
 	}
 }
 
-// FailOnTokenInOutput makes t fail at cleanup when the service printed
-// something that looks like a JWT: tokens must never reach the logs. The
-// cleanup stops the service first, so that its buffered lines are out.
-func (s *Service) FailOnTokenInOutput(t testing.TB) {
+// CheckOutput makes t fail at cleanup when the service printed something
+// that looks like a JWT (tokens must never reach the logs), or logged an
+// error that repeats a layer's context ("send: send: ..."): each layer wraps
+// an error once, with its own context only. The cleanup stops the service
+// first, so that its buffered lines are out.
+func (s *Service) CheckOutput(t testing.TB) {
 	t.Cleanup(func() {
 		s.Stop(t, 30*time.Second)
-		if strings.Contains(s.Output(), "eyJ") {
+		out := s.Output()
+		if strings.Contains(out, "eyJ") {
 			t.Errorf("service output contains something that looks like a JWT")
 		}
+		for _, line := range strings.Split(out, "\n") {
+			var l struct {
+				Error string `json:"error"`
+			}
+			if json.Unmarshal([]byte(line), &l) != nil || l.Error == "" {
+				continue
+			}
+			if seg, ok := RepeatedContext(l.Error); ok {
+				t.Errorf("logged error repeats %q: %s", seg, l.Error)
+			}
+		}
 	})
+}
+
+// RepeatedContext reports a segment that an error message (segments joined
+// by ": ", as fmt.Errorf("context: %w") builds them) holds twice.
+func RepeatedContext(msg string) (string, bool) {
+	seen := map[string]bool{}
+	for _, seg := range strings.Split(msg, ": ") {
+		if seen[seg] {
+			return seg, true
+		}
+		seen[seg] = true
+	}
+	return "", false
 }
 
 // Metric reads one series from the service's /metrics (see Scrape).

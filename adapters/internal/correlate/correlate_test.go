@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/ensure-user/ensure-user/adapters/internal/correlate"
 	"github.com/ensure-user/ensure-user/domain"
-	"github.com/ensure-user/ensure-user/internal/protocol/correlate"
 )
 
 func TestDeliverToItsWaiterOnly(t *testing.T) {

@@ -3,8 +3,8 @@ package correlate_test
 import (
 	"testing"
 
+	"github.com/ensure-user/ensure-user/adapters/internal/correlate"
 	"github.com/ensure-user/ensure-user/domain"
-	"github.com/ensure-user/ensure-user/internal/protocol/correlate"
 )
 
 // BenchmarkDispatch is the correlation alone: registering a waiter, the map
