@@ -135,11 +135,14 @@ type loadResult struct {
 	elapsed   time.Duration
 	exhausted bool  // the token pool ran out before the duration
 	missed    int64 // open loop: sends skipped because maxInFlight requests were pending
+	used      int   // closed loop: tokens taken, from the start of the slice given
 }
 
 // closedLoop runs conc workers, each sending its next request as soon as the
 // previous one was answered, for dur or until tokens run out (each token is
-// used once). Worker i talks to targets[i % len(targets)].
+// used once, in order; the result says how many were taken). It returns when
+// every request sent has been answered. Worker i talks to
+// targets[i % len(targets)].
 func closedLoop(ctx context.Context, client *http.Client, targets []string, conc int, tokens []string, dur time.Duration) loadResult {
 	var (
 		next int64 = -1
@@ -171,7 +174,8 @@ func closedLoop(ctx context.Context, client *http.Client, targets []string, conc
 		}()
 	}
 	wg.Wait()
-	return loadResult{tally: all, elapsed: time.Since(start), exhausted: out.Load()}
+	used := int(min(atomic.LoadInt64(&next)+1, int64(len(tokens))))
+	return loadResult{tally: all, elapsed: time.Since(start), exhausted: out.Load(), used: used}
 }
 
 // openLoop sends requests at a fixed rate for dur, whatever the answers

@@ -19,9 +19,10 @@ import (
 )
 
 // Target thresholds the report checks (docs/performance.md explains them).
-// The CPU targets are ratios to the floor scenario of the same concurrency
-// in the same run, which holds still while this shared machine's speed
-// drifts; the ratio to the raw ES256 check is reported for information only.
+// The CPU targets are ratios to the floor scenario of the same concurrency,
+// measured in the same slices when interleaved (the default) or else in the
+// same run, which holds still while this shared machine's speed drifts; the
+// ratio to the raw ES256 check is reported for information only.
 const (
 	maxC64OverFloor    = 1.15 // target 1: c64 service CPU per request over the floor's
 	maxC16OverFloor    = 1.2  // target 2: c16 over floor-c16
@@ -43,6 +44,7 @@ type report struct {
 	HelperCPUs   string        `json:"helper_cpus,omitempty"`
 	Duration     string        `json:"duration"`
 	Runs         int           `json:"runs"`
+	Interleave   bool          `json:"interleave"` // -interleave: service scenarios and their floors in alternating slices
 	NoFile       uint64        `json:"rlimit_nofile"`
 	LoadStart    string        `json:"loadavg_start"`
 	LoadEnd      string        `json:"loadavg_end"`
@@ -60,8 +62,15 @@ func (r *result) line() string {
 	if !r.correct() {
 		ok = fmt.Sprintf("INCORRECT %v %v", r.Outcomes, r.Problems)
 	}
-	return fmt.Sprintf("%-16s %7d req %8.0f req/s  p50 %7.2f  p99 %8.2f ms  cpu %6.1f µs/req = %.2f× raw %.1f  rss %5.1f MB  xadd %.3f xread %.3f /req  %s",
-		r.Scenario, r.Requests, r.RPS, r.P50, r.P99, r.ServiceCPU, r.ServiceCPU/r.RawES256, r.RawES256, r.PeakRSSMB, r.XaddPerRequest, r.XreadPerRequest, ok)
+	pair := ""
+	if p := r.Pair; p != nil {
+		pair = fmt.Sprintf("  %.2f CPUs busy", p.Busy)
+		if p.Ratio > 0 && len(p.SliceRatios) > 0 {
+			pair += fmt.Sprintf("  ÷ %s %.3f× in the same %d slices (slice pairs: median %.3f)", p.Partner, p.Ratio, len(p.Slices), median(p.SliceRatios))
+		}
+	}
+	return fmt.Sprintf("%-16s %7d req %8.0f req/s  p50 %7.2f  p99 %8.2f ms  cpu %6.1f µs/req = %.2f× raw %.1f  rss %5.1f MB  xadd %.3f xread %.3f /req  %s%s",
+		r.Scenario, r.Requests, r.RPS, r.P50, r.P99, r.ServiceCPU, r.ServiceCPU/r.RawES256, r.RawES256, r.PeakRSSMB, r.XaddPerRequest, r.XreadPerRequest, ok, pair)
 }
 
 // agg is the median of a scenario's runs.
@@ -127,8 +136,9 @@ func (rep *report) aggregate() []agg {
 }
 
 // sameRun applies f to each pair of runs of a and b from the same
-// repetition (in the default order b runs right after a, so both see the
-// machine in much the same state) and returns the values in run order;
+// repetition (interleaved in the same slices when a and b form a pair and
+// -interleave is on, else b right after a, so both see the machine in much
+// the same state) and returns the values in run order;
 // pairs where f is not defined (NaN) are left out.
 func sameRun(a, b *agg, f func(x, y *result) float64) []float64 {
 	var out []float64
@@ -169,6 +179,57 @@ func perRun(xs []float64, format string) string {
 	return "; runs " + strings.Join(parts, ", ")
 }
 
+// comparison is how the runs of a service scenario were compared with
+// those of its floor, in the words of the target lines.
+type comparison struct {
+	where  string // "in the same slices" or "of the same run", after "the floor"
+	short  string // "same slices" or "same run"
+	how    string // interleaved: how, to open the parenthesis after the ratio
+	spread string // interleaved: the slice pairs' ratios, to close it
+}
+
+// basis says how the runs of the service scenario a were compared with
+// those of its floor f: in the same slices when every run of a was
+// interleaved with f, else in the same run (one after the other). The
+// spread pools the slice pairs' ratios of every run.
+func basis(a, f *agg) comparison {
+	var pooled []float64
+	n, length := 0, 0.0
+	for _, r := range a.runs {
+		if r.Skipped != "" {
+			continue
+		}
+		if r.Pair == nil || r.Pair.Partner != f.name {
+			return comparison{where: "of the same run", short: "same run"}
+		}
+		pooled = append(pooled, r.Pair.SliceRatios...)
+		n, length = len(r.Pair.Slices), r.Pair.SliceSeconds
+	}
+	c := comparison{where: "in the same slices", short: "same slices",
+		how: fmt.Sprintf("interleaved: %d slices of %s each, alternating; Σ CPU ÷ Σ requests of each; ", n, time.Duration(length*float64(time.Second)).Round(time.Millisecond))}
+	if len(pooled) > 0 {
+		lo, mid, hi := quartiles(pooled)
+		c.spread = fmt.Sprintf("; the slice pairs' own ratios: median %.2f, quartiles %.2f–%.2f, of %d", mid, lo, hi, len(pooled))
+	}
+	return c
+}
+
+// quartiles returns the lower quartile, the median and the upper quartile
+// of xs (not empty), interpolating between ranks.
+func quartiles(xs []float64) (lo, mid, hi float64) {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	q := func(p float64) float64 {
+		x := p * float64(len(s)-1)
+		i := int(x)
+		if i+1 >= len(s) {
+			return s[len(s)-1]
+		}
+		return s[i] + (x-float64(i))*(s[i+1]-s[i])
+	}
+	return q(0.25), q(0.5), q(0.75)
+}
+
 // targets checks the load test's targets on the medians of the runs; each
 // line says met or not met, and by how much. A missed target is reported,
 // never failed: only wrong answers make the tool exit 1.
@@ -189,13 +250,14 @@ func (rep *report) targets(aggs []agg) []string {
 		return "NOT met"
 	}
 
-	// Target 1: c64 over the floor of the same run.
+	// Target 1: c64 over the floor, in the same slices or the same run.
 	if a := find("c64"); a != nil {
 		if f := find(floorOf["c64"]); f != nil {
 			over, above := sameRun(a, f, cpuOver), sameRun(a, f, cpuAbove)
-			out = append(out, fmt.Sprintf("1. Service CPU per confirmed request at c64 over the floor: %s — %.2f× the floor of the same run (≤ %.2f×; median of the runs' ratios%s): c64 %.1f µs (user %.1f + sys %.1f), floor %.1f µs, the service's own %.1f µs above the floor (same run); requests/s c64 %.0f, floor %.0f",
-				verdict(median(over) <= maxC64OverFloor), median(over), maxC64OverFloor, perRun(over, "%.2f"),
-				a.m["cpu"], a.m["user"], a.m["sys"], f.m["cpu"], median(above), a.m["rps"], f.m["rps"]))
+			c := basis(a, f)
+			out = append(out, fmt.Sprintf("1. Service CPU per confirmed request at c64 over the floor: %s — %.2f× the floor %s (%s≤ %.2f×; median of the runs' ratios%s%s): c64 %.1f µs (user %.1f + sys %.1f), floor %.1f µs, the service's own %.1f µs above the floor (%s); requests/s c64 %.0f, floor %.0f",
+				verdict(median(over) <= maxC64OverFloor), median(over), c.where, c.how, maxC64OverFloor, perRun(over, "%.2f"), c.spread,
+				a.m["cpu"], a.m["user"], a.m["sys"], f.m["cpu"], median(above), c.short, a.m["rps"], f.m["rps"]))
 		} else {
 			out = append(out, "1. Service CPU per confirmed request at c64 over the floor: not judged — the floor scenario did not run (-scenarios c64,floor)")
 		}
@@ -206,13 +268,14 @@ func (rep *report) targets(aggs []agg) []string {
 	if a := find("c16"); a != nil {
 		if f := find(floorOf["c16"]); f != nil {
 			over, above := sameRun(a, f, cpuOver), sameRun(a, f, cpuAbove)
+			c := basis(a, f)
 			ref := ""
 			if f64 := find(floorOf["c64"]); f64 != nil {
 				ref = fmt.Sprintf("; for reference c16 ÷ floor (c64) = %.2f×", median(sameRun(a, f64, cpuOver)))
 			}
-			out = append(out, fmt.Sprintf("2. Service CPU per confirmed request at c16 over floor-c16: %s — %.2f× floor-c16 of the same run (≤ %.2f×; median of the runs' ratios%s): c16 %.1f µs, floor-c16 %.1f µs, the service's own %.1f µs above it (same run); requests/s c16 %.0f, floor-c16 %.0f%s",
-				verdict(median(over) <= maxC16OverFloor), median(over), maxC16OverFloor, perRun(over, "%.2f"),
-				a.m["cpu"], f.m["cpu"], median(above), a.m["rps"], f.m["rps"], ref))
+			out = append(out, fmt.Sprintf("2. Service CPU per confirmed request at c16 over floor-c16: %s — %.2f× floor-c16 %s (%s≤ %.2f×; median of the runs' ratios%s%s): c16 %.1f µs, floor-c16 %.1f µs, the service's own %.1f µs above it (%s); requests/s c16 %.0f, floor-c16 %.0f%s",
+				verdict(median(over) <= maxC16OverFloor), median(over), c.where, c.how, maxC16OverFloor, perRun(over, "%.2f"), c.spread,
+				a.m["cpu"], f.m["cpu"], median(above), c.short, a.m["rps"], f.m["rps"], ref))
 		} else {
 			out = append(out, "2. Service CPU per confirmed request at c16 over floor-c16: not judged — floor-c16 did not run (-scenarios c16,floor-c16)")
 		}
@@ -221,14 +284,19 @@ func (rep *report) targets(aggs []agg) []string {
 	if a := find("c1"); a != nil {
 		if f := find(floorOf["c1"]); f != nil {
 			over, above := sameRun(a, f, cpuOver), sameRun(a, f, cpuAbove)
+			c := basis(a, f)
 			p50 := sameRun(a, f, func(x, y *result) float64 {
 				if y.P50 <= 0 {
 					return math.NaN()
 				}
 				return x.P50 / y.P50
 			})
-			out = append(out, fmt.Sprintf("%sc1 next to floor-c1 (reported, no limit): CPU per request %.1f µs vs %.1f µs = %.2f× (median of the runs' ratios%s), so the idle-wake path costs %.1f µs beyond the floor's; p50 %.3f ms vs %.3f ms = %.2f×; requests/s %.0f vs %.0f",
-				prefix, a.m["cpu"], f.m["cpu"], median(over), perRun(over, "%.2f"), median(above), a.m["p50"], f.m["p50"], median(p50), a.m["rps"], f.m["rps"]))
+			how := c.how
+			if how != "" {
+				how = c.where + ", " + how
+			}
+			out = append(out, fmt.Sprintf("%sc1 next to floor-c1 (reported, no limit): CPU per request %.1f µs vs %.1f µs = %.2f× (%smedian of the runs' ratios%s%s), so the idle-wake path costs %.1f µs beyond the floor's; p50 %.3f ms vs %.3f ms = %.2f×; requests/s %.0f vs %.0f",
+				prefix, a.m["cpu"], f.m["cpu"], median(over), how, perRun(over, "%.2f"), c.spread, median(above), a.m["p50"], f.m["p50"], median(p50), a.m["rps"], f.m["rps"]))
 		} else {
 			out = append(out, prefix+"c1 next to floor-c1: not reported — floor-c1 did not run (-scenarios c1,floor-c1)")
 		}
@@ -340,12 +408,17 @@ func (rep *report) markdown(w io.Writer) {
 	}
 	p("- load average (1, 5, 15 min): %s at start, %s at end; per run in the details", rep.LoadStart, rep.LoadEnd)
 	p("- %s per closed/open-loop run, %d run(s) of each scenario, each on fresh processes; figures are medians over the runs", rep.Duration, rep.Runs)
+	if pairs := rep.interleavedPairs(); len(pairs) > 0 {
+		p("- interleaved (`-interleave`): %s — each pair's two processes run side by side on the service CPU, both warmed up, and the load alternates between them in slices (service first in even slice pairs, floor first in odd ones), with a %s pause after each slice's last answer; each member's CPU is read at every switch and everything its own process spends over the pair's window, in its partner's slices too, is its own", strings.Join(pairs, ", "), settle)
+	} else if !rep.Interleave {
+		p("- not interleaved (`-interleave=false`): each floor runs after its service scenario")
+	}
 	p("- RLIMIT_NOFILE %d; duration %s", rep.NoFile, rep.Finished.Sub(rep.Started).Round(time.Second))
 	var cal []string
 	for _, c := range rep.Calibrations {
 		cal = append(cal, fmt.Sprintf("%.1f", c.CPUMicros))
 	}
-	p("- raw ES256 signature check (SHA-256 + crypto/ecdsa.Verify) on the service CPU, CPU µs per check, measured before and after each scenario run (the run's denominator is their mean): %s", strings.Join(cal, ", "))
+	p("- raw ES256 signature check (SHA-256 + crypto/ecdsa.Verify) on the service CPU, CPU µs per check, measured before and after each scenario run or interleaved pair (the run's denominator is their mean): %s", strings.Join(cal, ", "))
 	p("")
 	p("CPU figures are per request, in µs of CPU time (utime+stime from /proc/<pid>/stat over the run, 10 ms resolution), for the service (all instances), and for information Redis, engine-sim and the load generator. Peak RSS is VmHWM of the largest instance. Redis commands are from INFO commandstats after CONFIG RESETSTAT; the service's XADDs are the request stream's entries-added (XINFO STREAM), the Engine's are the reply streams'.")
 	p("")
@@ -371,7 +444,7 @@ func (rep *report) markdown(w io.Writer) {
 	p("")
 	p("## Targets")
 	p("")
-	p("The CPU targets are judged on the median of the runs' same-run ratios: each service scenario over the floor scenario of its concurrency (`cmd/loadtest/floor`: Echo on net/http answering after only the raw ES256 check), measured in the same repetition (the default order runs each floor right after its service scenario). A missed target is reported here; only wrong answers make the tool exit 1.")
+	p("The CPU targets are judged on the median of the runs' ratios: each service scenario over the floor scenario of its concurrency (`cmd/loadtest/floor`: Echo on net/http answering after only the raw ES256 check). Interleaved (the default), a run's ratio is Σ CPU ÷ Σ requests of the service over the same of the floor, over the same alternating slices, and the slice pairs' own ratios show the spread; with `-interleave=false` it compares the floor run right after the service scenario. A missed target is reported here; only wrong answers make the tool exit 1.")
 	p("")
 	for _, t := range rep.targets(aggs) {
 		p("- %s", t)
@@ -405,12 +478,56 @@ func (rep *report) markdown(w io.Writer) {
 			for _, n := range r.Notes {
 				p("Note: %s.", n)
 			}
+			if pr := r.Pair; pr != nil {
+				p("%s", pr.describe(r))
+			}
 			p("Redis commands: %s.", cmdTable(r))
 			if len(r.BackgroundCmds) > 0 {
 				p("Of these, time-driven background commands of the service (not per request): %s.", counts(r.BackgroundCmds))
 			}
 		}
 	}
+}
+
+// interleavedPairs names the pairs measured interleaved, "c64 with floor".
+func (rep *report) interleavedPairs() []string {
+	var out []string
+	for _, r := range rep.Results {
+		if r.Pair != nil && r.Pair.Ratio > 0 && r.Rep == 1 {
+			out = append(out, r.Scenario+" with "+r.Pair.Partner)
+		}
+	}
+	return out
+}
+
+// describe is the report's account of how run r was interleaved.
+func (p *pairing) describe(r *result) string {
+	var b strings.Builder
+	first := 0
+	for _, f := range p.Slices {
+		if f.First {
+			first++
+		}
+	}
+	fmt.Fprintf(&b, "Interleaved with %s: %d slices of %.2f s each (first in %d of the slice pairs), %.1f s of load in a window of %.1f s; CPU %.1f µs per request = %.1f in its own slices + %.1f while %s ran; its process kept %.2f CPUs busy in its slices (CPU time ÷ time under load; 1.00 is one core saturated).",
+		p.Partner, len(p.Slices), p.SliceSeconds, first, r.Seconds, p.WindowSeconds, r.ServiceCPU, p.OwnCPU, p.PartnerCPU, p.Partner, p.Busy)
+	if p.Ratio > 0 {
+		var parts []string
+		for _, x := range p.SliceRatios {
+			parts = append(parts, fmt.Sprintf("%.2f", x))
+		}
+		fmt.Fprintf(&b, " Over %s: %.3f× (Σ CPU ÷ Σ requests of each)", p.Partner, p.Ratio)
+		if len(parts) > 0 {
+			fmt.Fprintf(&b, "; slice pair by slice pair: %s (median %.3f)", strings.Join(parts, ", "), median(p.SliceRatios))
+		}
+		b.WriteString(".")
+	}
+	var reqs []string
+	for _, f := range p.Slices {
+		reqs = append(reqs, fmt.Sprintf("%d/%.0f+%.0f", f.Requests, f.OwnCPU, f.PartnerCPU))
+	}
+	fmt.Fprintf(&b, " Requests / CPU ms in its slice + in the partner's, by slice pair: %s.", strings.Join(reqs, ", "))
+	return b.String()
 }
 
 // counts renders a map of counts as "k: v, ..." in key order.

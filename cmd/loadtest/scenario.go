@@ -124,6 +124,10 @@ type result struct {
 	OtherServiceCmds map[string]int64 `json:"other_service_commands"` // per request: the hot path
 	BackgroundCmds   map[string]int64 `json:"background_commands"`    // time-driven, rare
 
+	// Pair is set when the run was measured interleaved with its partner
+	// (a service scenario with its floor); nil for a run measured alone.
+	Pair *pairing `json:"interleaved,omitempty"`
+
 	LoadBefore string   `json:"loadavg_before"`
 	LoadAfter  string   `json:"loadavg_after"`
 	Notes      []string `json:"notes,omitempty"`
@@ -303,12 +307,9 @@ type snapshot struct {
 func (t *tool) snap(ctx context.Context, e *env, replyKeys []string) (snapshot, error) {
 	s := snapshot{at: time.Now()}
 	var errs []error
-	for _, p := range e.services {
-		c, err := procCPU(strconv.Itoa(p.Pid()))
-		errs = append(errs, err)
-		s.services = s.services.add(c)
-	}
 	var err error
+	s.services, err = servicesCPU(e)
+	errs = append(errs, err)
 	s.tool, err = procCPU("self")
 	errs = append(errs, err)
 	if e.redis == nil { // the floor: no Redis, no Engine
@@ -372,13 +373,17 @@ func startSampler(e *env, every time.Duration) *sampler {
 	return s
 }
 
+// finish stops the sampler and raises res's sampled peaks to what it saw,
+// so that the samplers of several slices of one run add up to the run's
+// peaks.
 func (s *sampler) finish(res *result) {
 	close(s.stop)
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	res.PeakGoroutines, res.PeakWaiting, res.PeakParked = s.goroutines, s.waiting, s.parked
-	res.PeakHeapMB, res.PeakStackMB = s.heap, s.stack
+	res.PeakGoroutines, res.PeakWaiting = max(res.PeakGoroutines, s.goroutines), max(res.PeakWaiting, s.waiting)
+	res.PeakParked = max(res.PeakParked, s.parked)
+	res.PeakHeapMB, res.PeakStackMB = max(res.PeakHeapMB, s.heap), max(res.PeakStackMB, s.stack)
 }
 
 // runScenario runs sc once against a fresh environment.
@@ -420,30 +425,10 @@ func (t *tool) runScenario(ctx context.Context, sc scenario, rep int) (*result, 
 		}
 	}
 
-	// Warm up: every connection the run will use, the Engine's consumer
-	// group, the key set; each answer must be the confirmed one.
-	idle := max(sc.Concurrency, 64) + 16
-	if sc.Kind == "open" {
-		idle = 2048 // keep what a stall opened: no new connections, no SYN queue, mid-run
-	}
-	transport := newTransport(idle)
+	client, transport := clientFor(sc)
 	defer transport.CloseIdleConnections()
-	client := &http.Client{Transport: transport, Timeout: 60 * time.Second}
-	warmN := max(8, min(sc.Concurrency, 256))
-	warmTokens, err := t.idp.mintUsers(fmt.Sprintf("warm-%s-%d", sc.Name, rep), warmN, 2*time.Hour)
-	if err != nil {
+	if err := t.warmUp(ctx, sc, rep, e, client); err != nil {
 		return nil, err
-	}
-	if sc.Kind == "closed" || sc.Kind == "open" {
-		w := closedLoop(ctx, client, e.urls, warmN, warmTokens, time.Minute)
-		if w.tally.outcomes[okOutcome] != int64(warmN) {
-			return nil, fmt.Errorf("%s: warm-up: %w: %v %v", sc.Name, errIncorrect, w.tally.outcomes, w.tally.errors)
-		}
-	} else {
-		w := closedLoop(ctx, client, e.urls, 8, warmTokens[:8], time.Minute)
-		if w.tally.outcomes[okOutcome] != 8 {
-			return nil, fmt.Errorf("%s: warm-up: %w: %v %v", sc.Name, errIncorrect, w.tally.outcomes, w.tally.errors)
-		}
 	}
 
 	tokens := t.tokens
@@ -453,12 +438,8 @@ func (t *tool) runScenario(ctx context.Context, sc scenario, rep int) (*result, 
 			tokens = t.oneUser[:sc.Requests]
 		}
 	}
-	for _, p := range e.services {
-		rss, err := proc.StatusKB(p.Pid(), "VmRSS")
-		if err != nil {
-			return nil, err
-		}
-		res.IdleRSSMB = max(res.IdleRSSMB, float64(rss)/1024)
+	if res.IdleRSSMB, err = largestMB(e, "VmRSS"); err != nil {
+		return nil, err
 	}
 	if e.rc != nil {
 		if err := e.rc.resetStats(ctx); err != nil {
@@ -497,16 +478,59 @@ func (t *tool) runScenario(ctx context.Context, sc scenario, rep int) (*result, 
 			return nil, err
 		}
 	}
-	for _, p := range e.services {
-		hwm, err := proc.StatusKB(p.Pid(), "VmHWM")
-		if err != nil {
-			return nil, err
-		}
-		res.PeakRSSMB = max(res.PeakRSSMB, float64(hwm)/1024)
+	if res.PeakRSSMB, err = largestMB(e, "VmHWM"); err != nil {
+		return nil, err
 	}
 	t.fill(res, sc, lr, before, after, cmds)
 	res.LoadAfter = loadAvg()
 	return res, nil
+}
+
+// clientFor is the load generator's client for sc: one idle keep-alive
+// connection kept per worker (2048 for the open loop, to keep what a stall
+// opened: no new connections, no SYN queue, mid-run). The caller closes the
+// transport's idle connections when done.
+func clientFor(sc scenario) (*http.Client, *http.Transport) {
+	idle := max(sc.Concurrency, 64) + 16
+	if sc.Kind == "open" {
+		idle = 2048
+	}
+	transport := newTransport(idle)
+	return &http.Client{Transport: transport, Timeout: 60 * time.Second}, transport
+}
+
+// warmUp opens every connection the run of sc will use and warms the
+// Engine's consumer group and the key set, with requests of users the run
+// does not use; each answer must be the confirmed one, else the error wraps
+// errIncorrect.
+func (t *tool) warmUp(ctx context.Context, sc scenario, rep int, e *env, client *http.Client) error {
+	warmN := max(8, min(sc.Concurrency, 256))
+	warmTokens, err := t.idp.mintUsers(fmt.Sprintf("warm-%s-%d", sc.Name, rep), warmN, 2*time.Hour)
+	if err != nil {
+		return err
+	}
+	if sc.Kind != "closed" && sc.Kind != "open" {
+		warmN = 8
+	}
+	w := closedLoop(ctx, client, e.urls, warmN, warmTokens[:warmN], time.Minute)
+	if w.tally.outcomes[okOutcome] != int64(warmN) {
+		return fmt.Errorf("%s: warm-up: %w: %v %v", sc.Name, errIncorrect, w.tally.outcomes, w.tally.errors)
+	}
+	return nil
+}
+
+// largestMB is the largest value of the /proc status field key (VmRSS,
+// VmHWM) over e's service processes, in MB.
+func largestMB(e *env, key string) (float64, error) {
+	mb := 0.0
+	for _, p := range e.services {
+		kb, err := proc.StatusKB(p.Pid(), key)
+		if err != nil {
+			return 0, err
+		}
+		mb = max(mb, float64(kb)/1024)
+	}
+	return mb, nil
 }
 
 // fill computes the figures of res from what the run measured.
@@ -541,6 +565,12 @@ func (t *tool) fill(res *result, sc scenario, lr loadResult, before, after snaps
 	res.EngineCPU = us(after.engine.sub(before.engine).total())
 	res.ToolCPU = us(after.tool.sub(before.tool).total())
 
+	// Time-driven commands count per second of the whole time the service
+	// was measured: an interleaved member also idles while its partner runs.
+	span := res.Seconds
+	if res.Pair != nil {
+		span = max(span, res.Pair.WindowSeconds)
+	}
 	res.Commands = cmds
 	res.ServiceXadd = after.reqAdded - before.reqAdded
 	res.EngineXadd = after.repAdded - before.repAdded
@@ -551,7 +581,7 @@ func (t *tool) fill(res *result, sc scenario, lr loadResult, before, after snaps
 	for c, calls := range cmds {
 		switch {
 		case c == "xadd", c == "xread", sender(c) != "service":
-		case float64(calls) <= maxBackgroundPerSecond*res.Seconds && float64(calls) < maxBackgroundPerRequest*n:
+		case float64(calls) <= maxBackgroundPerSecond*span && float64(calls) < maxBackgroundPerRequest*n:
 			// Rare, time-driven commands (the bus's upkeep and backlog
 			// checks, a readiness PING): not per request.
 			res.BackgroundCmds[c] = calls
