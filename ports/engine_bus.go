@@ -17,8 +17,11 @@ import (
 //   - domain.ErrBusUnavailable: the command was provably not sent (no
 //     connection, dial or write refused before anything was written). Send
 //     fails fast in that case, well under a second.
-//   - domain.ErrEngineFailed: the outcome of the publish is unknown (the
-//     connection dropped after the write); the command may have been sent.
+//   - domain.ErrSendUnknown: the outcome of the publish is unknown (the
+//     connection dropped after the write, the transport's bound ran out
+//     with the command written, or it is in the stream but not proven
+//     durable as configured); the command may have been sent, so a reply
+//     to it may still come (and counts as late).
 //   - a context error when ctx had ended before Send began; nothing was
 //     sent then.
 //
@@ -31,8 +34,10 @@ import (
 // Abandon stops waiting for the reply to requestID and frees its slot; a reply
 // arriving later is counted as late and dropped. It reports whether replies
 // may have been lost during the wait because the bus is not receiving right
-// now (for example its reply reader is reconnecting). Calling Abandon for an
-// id that already got its reply, or twice, is harmless.
+// now (for example its reply reader is reconnecting): the caller then ends
+// with domain.ErrReplyLost rather than calling the command merely
+// unconfirmed. Calling Abandon for an id that already got its reply, or
+// twice, is harmless.
 //
 // Implementations are safe for concurrent use by many requests.
 type EngineBus interface {

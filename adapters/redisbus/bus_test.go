@@ -38,6 +38,14 @@ func TestEngineBusContract(t *testing.T) {
 			t.Cleanup(stop)
 			return bus
 		},
+		Stalling: func(t *testing.T) (ports.EngineBus, contract.EngineSide, func(), func()) {
+			r.SkipIfEmbedded(t, "CLIENT PAUSE")
+			f := newFixture(t, r, func(_ *config.Engine, s *settings) { s.xaddTimeout = 200 * time.Millisecond })
+			ctx := testContext(t)
+			return f.bus, f.engine,
+				func() { r.MustDo(ctx, "CLIENT", "PAUSE", "5000", "WRITE") },
+				func() { r.MustDo(ctx, "CLIENT", "UNPAUSE") }
+		},
 	})
 }
 

@@ -36,6 +36,13 @@ type EngineBusHarness struct {
 	// that case is skipped with SkipUnreachable as the reason.
 	Unreachable     func(t *testing.T) ports.EngineBus
 	SkipUnreachable string
+	// Stalling returns a fresh bus, its Engine side, and a way to hold its
+	// transport: while held, a publish is written but not answered, until
+	// release; the bus's own send bound must be well under a second. When
+	// nil (an in-memory bus cannot stall), that case is skipped with
+	// SkipStalling as the reason.
+	Stalling     func(t *testing.T) (bus ports.EngineBus, engine EngineSide, hold, release func())
+	SkipStalling string
 }
 
 // unreachableBound is a sanity bound, not a performance target: a bus that
@@ -197,6 +204,24 @@ func RunEngineBus(t *testing.T, h EngineBusHarness) {
 		}
 		if req.RequestID != marker.RequestID {
 			t.Errorf("first published command is %s, want the marker %s: the cancelled one was sent", req.RequestID, marker.RequestID)
+		}
+	})
+
+	t.Run("publish outcome unknown: ErrSendUnknown, and the command may arrive", func(t *testing.T) {
+		if h.Stalling == nil {
+			t.Skip(h.SkipStalling)
+		}
+		bus, engine, hold, release := h.Stalling(t)
+		cmd := newEngineCommand("user-1")
+		hold()
+		_, err := bus.Send(engineContext(t), cmd)
+		release()
+		if !errors.Is(err, domain.ErrSendUnknown) || errors.Is(err, domain.ErrBusUnavailable) {
+			t.Fatalf("Send while the transport held it = %v, want ErrSendUnknown (sent or not, unknown)", err)
+		}
+		req, err := protocol.DecodeRequest(busNext(t, engine))
+		if err != nil || req.RequestID != cmd.RequestID {
+			t.Fatalf("after the release the Engine got %+v, %v; want the command whose outcome was unknown", req, err)
 		}
 	})
 
