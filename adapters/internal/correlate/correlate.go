@@ -11,9 +11,14 @@ import (
 	"github.com/ensure-user/ensure-user/domain"
 )
 
-// DefaultRemember is how many abandoned, and separately how many answered,
-// request ids a Table remembers to tell late replies from unknown ones.
+// DefaultRemember is how many abandoned request ids a Table remembers to
+// tell late replies from unknown ones.
 const DefaultRemember = 4096
+
+// rememberAnswered caps how many answered request ids a Table remembers: a
+// duplicate of an answered reply follows it closely, and recording every
+// answer in a large set cost a cache-missing map insert per request.
+const rememberAnswered = 1024
 
 // Result is what became of one reply entry.
 type Result int
@@ -65,7 +70,8 @@ type waiter struct {
 }
 
 // NewTable returns an empty table that remembers the last remember abandoned
-// and the last remember answered request ids (DefaultRemember when <= 0).
+// request ids (DefaultRemember when <= 0) and the last answered ones, up to
+// as many and at most 1024.
 func NewTable(remember int) *Table {
 	if remember <= 0 {
 		remember = DefaultRemember
@@ -73,7 +79,7 @@ func NewTable(remember int) *Table {
 	return &Table{
 		waiting:   make(map[string]waiter),
 		abandoned: newRecent(remember),
-		answered:  newRecent(remember),
+		answered:  newRecent(min(remember, rememberAnswered)),
 	}
 }
 
