@@ -13,7 +13,13 @@
 // variable, and engine-sim --help lists them all. The Redis connection takes
 // the service's variables (REDIS_URL, REDIS_TLS_*), so one environment
 // serves both. engine-sim stops on SIGTERM or SIGINT after finishing the
-// batch in hand, and exits 0; a bad setting exits 2, naming its variable.
+// batch in hand, flushes its spans, and exits 0; a bad setting exits 2,
+// naming its variable.
+//
+// Tracing takes the standard OTEL_* variables (see package oteltrace), with
+// service name engine-sim: it is off unless OTEL_EXPORTER_OTLP_ENDPOINT is
+// set, and then each command's spans continue the trace of its traceparent
+// (see enginesim.WithTracing).
 package main
 
 import (
@@ -36,6 +42,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/ensure-user/ensure-user/adapters/oteltrace"
 	"github.com/ensure-user/ensure-user/adapters/redisbus"
 	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/internal/buildinfo"
@@ -48,6 +55,12 @@ const exitUsage = 2
 
 // metricsShutdown bounds the metrics server's shutdown.
 const metricsShutdown = 5 * time.Second
+
+// tracingShutdown bounds the flush of the spans still queued at exit.
+const tracingShutdown = 5 * time.Second
+
+// serviceName is the default OTEL_SERVICE_NAME.
+const serviceName = "engine-sim"
 
 // usageError marks errors caused by the command line or a setting.
 type usageError struct{ err error }
@@ -80,7 +93,14 @@ func vars() []config.Var {
 			vs = append(vs, v)
 		}
 	}
-	return append(vs, config.Var{Name: "METRICS_ADDR", Usage: "listen address of /metrics (empty: no metrics server)"})
+	vs = append(vs, config.Var{Name: "METRICS_ADDR", Usage: "listen address of /metrics (empty: no metrics server)"})
+	for _, v := range oteltrace.Vars {
+		if v.Name == "OTEL_SERVICE_NAME" {
+			v.Default = serviceName
+		}
+		vs = append(vs, config.Var{Name: v.Name, Default: v.Default, Usage: v.Usage})
+	}
+	return vs
 }
 
 // settings is the binary's whole configuration.
@@ -89,6 +109,7 @@ type settings struct {
 	redis   config.Redis
 	log     config.Log
 	metrics string // METRICS_ADDR
+	tracing oteltrace.Config
 }
 
 // run runs the Engine until ctx ends.
@@ -121,7 +142,21 @@ func run(ctx context.Context, args []string, env config.Lookup, stderr io.Writer
 	defer closeClient()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	sim, err := enginesim.New(s.engine, log, client, reg)
+	tracing, stopTracing, err := oteltrace.New(ctx, s.tracing, log, reg)
+	if err != nil {
+		return err
+	}
+	// Deferred after closeClient, so it runs before: Run has returned, every
+	// span has ended, and the flush still has the whole bound.
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracingShutdown)
+		defer cancel()
+		if err := stopTracing(ctx); err != nil {
+			log.Warn("spans still queued at exit are lost", zap.Error(err))
+		}
+	}()
+	sim, err := enginesim.New(s.engine, log, client, reg,
+		enginesim.WithTracing(tracing.TracerProvider(), tracing.Propagator()))
 	if err != nil {
 		return err
 	}
@@ -181,8 +216,13 @@ func load(lookup config.Lookup) (settings, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	tracing, err := oteltrace.ConfigFromEnv(lookup, serviceName)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	s := settings{
-		engine: engine,
+		engine:  engine,
+		tracing: tracing,
 		redis: config.Redis{
 			URL:      config.Secret(get("REDIS_URL")),
 			CAFile:   get("REDIS_TLS_CA_FILE"),

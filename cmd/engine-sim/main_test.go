@@ -81,6 +81,24 @@ func TestBinary(t *testing.T) {
 	}
 }
 
+// waitStreamLen polls stream until it holds n entries: Redis has no event
+// to wait on.
+func waitStreamLen(ctx context.Context, t *testing.T, r *testenv.Redis, stream string, n int64) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if l, err := r.MustDo(ctx, "XLEN", stream).AsInt64(); err == nil && l >= n {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatalf("%s never held %d entries", stream, n)
+		}
+	}
+}
+
 func httpGet(t *testing.T, url string) string {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -108,6 +126,8 @@ func TestBinaryRefusesBadSettings(t *testing.T) {
 		{"variable", map[string]string{"ENGINE_ERROR_RATIO": "1.5"}, nil, "ENGINE_ERROR_RATIO"},
 		{"flag", nil, []string{"--engine-reply-delay=soon"}, "ENGINE_REPLY_DELAY"},
 		{"unknown flag", nil, []string{"--no-such-flag"}, "no-such-flag"},
+		{"tracing variable", map[string]string{"OTEL_TRACES_SAMPLER": "sometimes"}, nil, "OTEL_TRACES_SAMPLER"},
+		{"tracing flag", nil, []string{"--otel-exporter-otlp-protocol=udp"}, "OTEL_EXPORTER_OTLP_PROTOCOL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -156,6 +176,13 @@ func TestLoadRefusesBadValues(t *testing.T) {
 		{"LOG_LEVEL", "verbose"},
 		{"LOG_FORMAT", "xml"},
 		{"METRICS_ADDR", "9090"},
+		{"OTEL_SDK_DISABLED", "perhaps"},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"},
+		{"OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"},
+		{"OTEL_EXPORTER_OTLP_TIMEOUT", "5s"},
+		{"OTEL_TRACES_SAMPLER", "sometimes"},
+		{"OTEL_RESOURCE_ATTRIBUTES", "no-equals"},
+		{"OTEL_BSP_MAX_QUEUE_SIZE", "0"},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
 			t.Parallel()
@@ -189,6 +216,61 @@ func TestLoadDefaults(t *testing.T) {
 	}
 	if s.engine.RequestStream != enginesim.DefaultRequestStream || s.engine.ClaimIdle != enginesim.DefaultClaimIdle {
 		t.Errorf("engine defaults: %+v", s.engine)
+	}
+	if s.tracing.Enabled() || s.tracing.ServiceName != "engine-sim" {
+		t.Errorf("tracing defaults: %+v", s.tracing)
+	}
+}
+
+// TestBinaryTraces runs the real binary against a real OTLP/gRPC receiver:
+// the command's spans continue its traceparent, and those still queued at
+// SIGTERM are flushed (the export interval is longer than the test).
+func TestBinaryTraces(t *testing.T) {
+	t.Parallel()
+	r := testenv.StartRedis(t)
+	recv := testenv.StartOTLPReceiver(t)
+	ctx := testContext(t)
+	prefix := fmt.Sprintf("bin-trace:%d", rand.Int64())
+	requests, replies := prefix+":requests", prefix+":replies"
+	p := testenv.StartEngineSim(t, r.URL(), map[string]string{
+		"ENGINE_REQUEST_STREAM":       requests,
+		"ENGINE_REPLY_STREAM":         replies,
+		"OTEL_EXPORTER_OTLP_ENDPOINT": recv.GRPCEndpoint(),
+		"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+		"OTEL_BSP_SCHEDULE_DELAY":     "600000",
+		"OTEL_RESOURCE_ATTRIBUTES":    "deployment.environment.name=test",
+	})
+	const traceID, parentID, email = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "traced@example.com"
+	cmd := domain.Command{RequestID: domain.NewRequestID(), User: domain.User{ID: "user-1", Email: email}, SentAt: time.Now(),
+		Trace: domain.Trace{Parent: "00-" + traceID + "-" + parentID + "-01"}}
+	r.MustDo(ctx, "XADD", requests, "*", protocol.Field, string(protocol.EncodeCommand(cmd, replies)))
+	waitStreamLen(ctx, t, r, replies, 1)
+	if metrics := httpGet(t, p.MetricsURL); !strings.Contains(metrics, `ensure_user_trace_exports_total{result="ok"}`) {
+		t.Errorf("/metrics has no trace export counter:\n%s", metrics)
+	}
+
+	p.Signal(syscall.SIGTERM)
+	if code, err := p.Wait(ctx); err != nil || code != 0 {
+		t.Fatalf("exit %d, %v after SIGTERM; want 0", code, err)
+	}
+	spans, err := recv.WaitSpans(ctx, func(s []testenv.ReceivedSpan) bool { return len(testenv.SpansOf(s, traceID)) == 4 })
+	if err != nil {
+		t.Fatalf("%v: %+v", err, spans)
+	}
+	var consumer testenv.ReceivedSpan
+	for _, s := range testenv.SpansOf(spans, traceID) {
+		if s.Name == "engine createUser" {
+			consumer = s
+		}
+		if s.Service != "engine-sim" || s.Resource["deployment.environment.name"] != "test" {
+			t.Errorf("span %s from %s, resource %v", s.Name, s.Service, s.Resource)
+		}
+		if all := fmt.Sprint(s.Attributes); strings.Contains(all, email) {
+			t.Errorf("span %s carries the email: %s", s.Name, all)
+		}
+	}
+	if consumer.ParentSpanID != parentID || consumer.Attributes["ensure_user.engine_request_id"] != cmd.RequestID {
+		t.Errorf("consumer span %+v", consumer)
 	}
 }
 

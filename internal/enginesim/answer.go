@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/ensure-user/ensure-user/internal/protocol"
@@ -22,6 +23,7 @@ type outgoing struct {
 	stream  string
 	nomk    bool // XADD NOMKSTREAM
 	payload []byte
+	span    trace.Span // the command's recording span, ended once acked; nil if none
 }
 
 // fate is how a decoded request is handled.
@@ -42,9 +44,17 @@ const (
 // request touches no store, as refengine.WithErrorRatio does; refengine
 // still writes every reply, so replies cannot drift from the in-memory
 // reference Engine.
-func (s *Sim) answer(ctx context.Context, entries []rueidis.XRangeSlice) ([]outgoing, error) {
+//
+// With tracing on, it starts each command's span (see WithTracing) and
+// hands it over in the command's outgoing, for the writer to end.
+func (s *Sim) answer(ctx context.Context, b batch) ([]outgoing, error) {
+	entries := b.entries
 	reqs := make([]protocol.Request, len(entries))
 	fates := make([]fate, len(entries))
+	var spans []trace.Span // nil: tracing off
+	if s.tracer != nil {
+		spans = make([]trace.Span, len(entries))
+	}
 	var users []string
 	for i, e := range entries {
 		req, err := s.decode(e)
@@ -63,11 +73,27 @@ func (s *Sim) answer(ctx context.Context, entries []rueidis.XRangeSlice) ([]outg
 			users = append(users, req.UserID)
 		}
 		reqs[i] = req
+		if spans != nil {
+			spans[i] = s.tracer.startCommand(&reqs[i], e.ID, len(entries), b.read)
+		}
+	}
+	var saddStart time.Time
+	if spans != nil {
+		saddStart = time.Now()
 	}
 	answers, err := s.users.addAll(ctx, users)
 	if err != nil {
 		s.metrics.errs[opSadd].Inc()
+		for _, span := range spans {
+			if span != nil {
+				s.tracer.failed(span, err)
+			}
+		}
 		return nil, err
+	}
+	var saddEnd time.Time
+	if spans != nil {
+		saddEnd = time.Now()
 	}
 	var refused []error
 	for _, a := range answers {
@@ -87,6 +113,11 @@ func (s *Sim) answer(ctx context.Context, entries []rueidis.XRangeSlice) ([]outg
 	next := 0 // index into answers
 	for i, e := range entries {
 		out[i] = outgoing{id: e.ID, due: now}
+		var span trace.Span
+		if spans != nil {
+			span = spans[i]
+			out[i].span = span
+		}
 		var reply protocol.Reply
 		result := ResultMalformed
 		switch fates[i] {
@@ -99,7 +130,8 @@ func (s *Sim) answer(ctx context.Context, entries []rueidis.XRangeSlice) ([]outg
 			reply, result = engine.Handle(ctx, reqs[i]), ResultUnsupported
 		case fateStore:
 			reply = engine.Handle(ctx, reqs[i])
-			switch a := answers[next]; {
+			a := answers[next]
+			switch {
 			case a.err != nil:
 				result = ResultError
 			case a.added:
@@ -107,14 +139,23 @@ func (s *Sim) answer(ctx context.Context, entries []rueidis.XRangeSlice) ([]outg
 			default:
 				result = ResultExists
 			}
+			if span != nil {
+				s.tracer.lookedUp(span, saddStart, saddEnd, len(users), a.err)
+			}
 			next++
 		}
 		if chance(s.cfg.DropRatio) {
 			// The Engine did its work but the reply is lost: the user exists.
 			s.metrics.commands[ResultDropped].Inc()
+			if span != nil {
+				s.tracer.answered(span, ResultDropped, protocol.Reply{})
+			}
 			continue
 		}
 		s.metrics.commands[result].Inc()
+		if span != nil {
+			s.tracer.answered(span, result, reply)
+		}
 		out[i].stream, out[i].nomk = s.replyStream(reqs[i].ReplyTo)
 		out[i].payload = protocol.EncodeReply(reply)
 		out[i].due = now.Add(s.delay())

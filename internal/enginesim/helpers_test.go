@@ -104,18 +104,19 @@ type engine struct {
 	done chan struct{}
 }
 
-// startEngine runs a Sim for cfg on srv until the test ends or stop.
-func startEngine(t testing.TB, srv *server, cfg Config) *engine {
+// startEngine runs a Sim for cfg and opts on srv until the test ends or
+// stop.
+func startEngine(t testing.TB, srv *server, cfg Config, opts ...Option) *engine {
 	t.Helper()
-	e := newEngine(t, srv, cfg)
+	e := newEngine(t, srv, cfg, opts...)
 	e.start()
 	return e
 }
 
-func newEngine(t testing.TB, srv *server, cfg Config) *engine {
+func newEngine(t testing.TB, srv *server, cfg Config, opts ...Option) *engine {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	sim, err := New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), dial(t, srv.url), reg)
+	sim, err := New(cfg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), dial(t, srv.url), reg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,14 +79,16 @@ type Sim struct {
 	failing    *refengine.Engine // answers the requests drawn by ErrorRatio
 	metrics    *metrics
 	claimEvery time.Duration
+	tracer     *tracer // nil: tracing off
 }
 
 // New returns an Engine reading cfg.RequestStream through client, with the
 // defaults applied to the zero fields of cfg (Config{} is the default
 // Engine). It fails when cfg is invalid, or when its metrics cannot be
 // registered on reg (nil: no metrics are registered). New sends nothing to
-// Redis; the caller closes client after Run returned.
-func New(cfg Config, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer) (*Sim, error) {
+// Redis; the caller closes client after Run returned. opts add what Config
+// does not hold, such as tracing.
+func New(cfg Config, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer, opts ...Option) (*Sim, error) {
 	cfg = cfg.withDefaults(defaultConsumer)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("enginesim: %w", err)
@@ -95,21 +97,25 @@ func New(cfg Config, log *zap.Logger, client rueidis.Client, reg prometheus.Regi
 	if err != nil {
 		return nil, fmt.Errorf("enginesim: %w", err)
 	}
-	var opts []refengine.Option
+	var engineOpts []refengine.Option
 	if cfg.Legacy {
-		opts = append(opts, refengine.WithLegacy())
+		engineOpts = append(engineOpts, refengine.WithLegacy())
 	}
 	users := NewUserSet(client, cfg.UsersKey)
-	return &Sim{
+	s := &Sim{
 		cfg:        cfg,
 		log:        log.Named("enginesim"),
 		client:     client,
 		users:      users,
-		opts:       opts,
-		failing:    refengine.New(users, append(opts, refengine.WithErrorRatio(1))...),
+		opts:       engineOpts,
+		failing:    refengine.New(users, append(engineOpts, refengine.WithErrorRatio(1))...),
 		metrics:    m,
 		claimEvery: cfg.ClaimIdle / 2,
-	}, nil
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // defaultConsumer is hostname-pid: unique per process, so that two instances
@@ -140,7 +146,7 @@ func (s *Sim) Run(ctx context.Context) error {
 		zap.String("group", s.cfg.Group), zap.String("consumer", s.cfg.Consumer), zap.String("users", s.cfg.UsersKey),
 		zap.Duration("delay", s.cfg.ReplyDelay), zap.Duration("delay_max", s.cfg.ReplyDelayMax),
 		zap.Float64("error_ratio", s.cfg.ErrorRatio), zap.Float64("drop_ratio", s.cfg.DropRatio),
-		zap.Bool("legacy", s.cfg.Legacy))
+		zap.Bool("legacy", s.cfg.Legacy), zap.Bool("tracing", s.tracer != nil))
 	batches := make(chan []outgoing)
 	written := make(chan struct{})
 	go func() {
@@ -156,11 +162,11 @@ func (s *Sim) Run(ctx context.Context) error {
 
 // cursor is where the reader stands.
 type cursor struct {
-	grouped   bool                  // the group exists, as far as the reader knows
-	pending   string                // id after which to read the own pending list; "" once drained
-	claimFrom string                // XAUTOCLAIM cursor
-	claimAt   time.Time             // start of the next claim pass
-	held      []rueidis.XRangeSlice // a batch read but not answered (Redis failed): answered first
+	grouped   bool      // the group exists, as far as the reader knows
+	pending   string    // id after which to read the own pending list; "" once drained
+	claimFrom string    // XAUTOCLAIM cursor
+	claimAt   time.Time // start of the next claim pass
+	held      batch     // a batch read but not answered (Redis failed): answered first
 }
 
 // readLoop runs steps until ctx ends, retrying failed ones with backoff.
@@ -202,62 +208,65 @@ func (s *Sim) readLoop(ctx context.Context, out chan<- []outgoing) error {
 // step answers the next batch: the one held back by a failure, or else a
 // new one from next.
 func (s *Sim) step(ctx context.Context, c *cursor, out chan<- []outgoing) error {
-	if c.held == nil {
-		entries, err := s.next(ctx, c)
+	if len(c.held.entries) == 0 {
+		start := time.Now()
+		entries, op, err := s.next(ctx, c, start)
 		if err != nil || len(entries) == 0 {
 			return err
 		}
 		s.metrics.batch.Observe(float64(len(entries)))
-		c.held = entries
+		c.held = batch{entries: entries, read: read{op: op, start: start, end: time.Now()}}
 	}
 	if err := s.handle(ctx, c.held, out); err != nil {
 		return err // c.held is answered again after the backoff
 	}
-	c.held = nil
+	c.held = batch{}
 	return nil
 }
 
-// next does the next thing the reader has to do: create the group, or read
-// a batch from its own pending list, from idle entries (claim), or from new
-// ones.
-func (s *Sim) next(ctx context.Context, c *cursor) ([]rueidis.XRangeSlice, error) {
-	switch now := time.Now(); {
+// next does the next thing the reader has to do at now: create the group,
+// or read a batch from its own pending list, from idle entries (claim), or
+// from new ones. It returns the entries read with the Redis command that
+// read them.
+func (s *Sim) next(ctx context.Context, c *cursor, now time.Time) ([]rueidis.XRangeSlice, string, error) {
+	switch {
 	case !c.grouped:
 		if err := s.createGroup(ctx); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		*c = cursor{grouped: true, pending: "0", claimFrom: "0-0", claimAt: now}
-		return nil, nil
+		return nil, "", nil
 	case c.pending != "":
 		entries, err := s.readGroup(ctx, c.pending, 0)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if len(entries) == 0 {
 			c.pending = ""
-			return nil, nil
+			return nil, "", nil
 		}
 		c.pending = entries[len(entries)-1].ID
-		return entries, nil
+		return entries, operationXread, nil
 	case !now.Before(c.claimAt):
 		entries, next, err := s.claim(ctx, c.claimFrom)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if c.claimFrom = next; next == "0-0" {
 			c.claimAt = now.Add(s.claimEvery)
 		}
-		return entries, nil
+		return entries, operationXclaim, nil
 	default:
-		return s.readGroup(ctx, ">", min(s.cfg.ReadBlock, c.claimAt.Sub(now)))
+		entries, err := s.readGroup(ctx, ">", min(s.cfg.ReadBlock, c.claimAt.Sub(now)))
+		return entries, operationXread, err
 	}
 }
 
 // handle answers a batch and hands its replies to the writer. Once read, a
 // batch is answered even if ctx ends meanwhile.
-func (s *Sim) handle(ctx context.Context, entries []rueidis.XRangeSlice, out chan<- []outgoing) error {
+func (s *Sim) handle(ctx context.Context, b batch, out chan<- []outgoing) error {
 	actx, cancel := awaited(ctx, opTimeout)
-	replies, err := s.answer(actx, entries)
+	replies, err := s.answer(actx, b)
 	cancel()
 	if err != nil {
 		return err

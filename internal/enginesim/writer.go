@@ -103,29 +103,47 @@ func (s *Sim) write(ctx context.Context, batch []outgoing) {
 	if ordered {
 		cmds = append(cmds, s.xack(ids))
 	}
+	var start, end time.Time // of the round trip, for the spans
+	if s.tracer != nil {
+		start = time.Now()
+	}
 	results := s.client.DoMulti(ctx, cmds...)
+	if s.tracer != nil {
+		end = time.Now()
+	}
 
 	ack := make([]string, 0, len(batch)) // the entries whose reply is settled
 	var refused, unsent []error
 	next := 0
-	for _, o := range batch {
+	for i := range batch {
+		o := &batch[i]
 		if o.stream == "" {
 			ack = append(ack, o.id)
 			continue
 		}
 		err := results[next].Error()
 		next++
+		missing := false
 		switch _, isRedis := rueidis.IsRedisErr(err); {
 		case err == nil:
 		case rueidis.IsRedisNil(err):
 			s.log.Debug("reply stream is gone: reply dropped (NOMKSTREAM)", zap.String("stream", o.stream))
+			missing, err = true, nil
 		case isRedis:
 			s.metrics.errs[opXadd].Inc()
 			refused = append(refused, err)
 		default:
 			s.metrics.errs[opXadd].Inc()
 			unsent = append(unsent, err)
+			if o.span != nil {
+				s.tracer.replied(o.span, o.stream, start, end, len(cmds), false, err)
+				s.tracer.failed(o.span, err)
+				o.span = nil
+			}
 			continue
+		}
+		if o.span != nil {
+			s.tracer.replied(o.span, o.stream, start, end, len(cmds), missing, err)
 		}
 		ack = append(ack, o.id)
 	}
@@ -147,6 +165,11 @@ func (s *Sim) write(ctx context.Context, batch []outgoing) {
 	if err != nil {
 		s.metrics.errs[opXack].Inc()
 		s.log.Warn("xack failed: the entries stay pending until claimed again", zap.Int("entries", len(ack)), zap.Error(err))
+	}
+	for _, o := range batch {
+		if o.span != nil {
+			s.tracer.acked(o.span, err)
+		}
 	}
 }
 
