@@ -38,7 +38,7 @@ type HTTP struct {
 	MaxHeaderBytes  int           // HTTP_MAX_HEADER_BYTES: larger request headers get 431
 	MaxConnections  int           // HTTP_MAX_CONNECTIONS: open client connections at most; 0: from the open-file limit
 	CORSOrigins     []string      // CORS_ALLOWED_ORIGINS: empty turns CORS off
-	ParkAbove       int           // HTTP_PARK_ABOVE: beyond this many connections in the HTTP server, park waits and idle connections; -1: never
+	ParkAbove       int           // HTTP_PARK_ABOVE: beyond this many waits in place, park waits; beyond this many connections in the HTTP server, park idle ones; -1: never
 	// ReadHeaderTimeout (HTTP_READ_HEADER_TIMEOUT) bounds reading a
 	// request's headers, from when the server starts to read them; the
 	// whole request gets 5 s more.
@@ -81,11 +81,15 @@ type Engine struct {
 	ReplyStream   string        // ENGINE_REPLY_STREAM
 	ReplyTimeout  time.Duration // ENGINE_REPLY_TIMEOUT
 	SendTimeout   time.Duration // ENGINE_SEND_TIMEOUT: bound of one XADD (and the bus's other single commands), capped by ReplyTimeout
-	RequestMaxLen int64         // ENGINE_REQUEST_MAXLEN, approximate (MAXLEN ~)
-	MaxWaiting    int           // ENGINE_MAX_WAITING
-	Coalesce      bool          // ENGINE_COALESCE: concurrent requests for one user share one command
-	DurableSend   string        // ENGINE_DURABLE_SEND: DurableOff, DurableAOF or DurableReplica
-	InstanceID    string        // INSTANCE_ID: replaces {instance} in ReplyStream; default hostname-pid
+	// SendBatchWindow (ENGINE_SEND_BATCH_WINDOW) is how long an XADD may
+	// wait for others to share its write while the service is busy; 0
+	// writes each at once.
+	SendBatchWindow time.Duration
+	RequestMaxLen   int64  // ENGINE_REQUEST_MAXLEN, approximate (MAXLEN ~)
+	MaxWaiting      int    // ENGINE_MAX_WAITING
+	Coalesce        bool   // ENGINE_COALESCE: concurrent requests for one user share one command
+	DurableSend     string // ENGINE_DURABLE_SEND: DurableOff, DurableAOF or DurableReplica
+	InstanceID      string // INSTANCE_ID: replaces {instance} in ReplyStream; default hostname-pid
 }
 
 // Durability modes of ENGINE_DURABLE_SEND.
@@ -202,7 +206,7 @@ var Vars = []Var{
 	{"HTTP_MAX_HEADER_BYTES", "16384", "request header size beyond which the answer is 431"},
 	{"HTTP_READ_HEADER_TIMEOUT", "5s", "a connection whose request headers are not read within this is closed (slow clients; the whole request gets 5s more)"},
 	{"HTTP_MAX_CONNECTIONS", "0", "client connections held open at most (0: the open-file limit minus a reserve for Redis and the IdP)"},
-	{"HTTP_PARK_ABOVE", "256", "when the HTTP server holds more client connections than this, requests wait for the Engine parked and idle keep-alive connections wait for their next request parked: outside the HTTP server, its goroutine and buffers freed (0: park everything; -1: never)"},
+	{"HTTP_PARK_ABOVE", "256", "beyond this many requests waiting for the Engine in place, further ones wait parked, and beyond this many connections in the HTTP server, idle keep-alive connections wait parked for their next request: outside the HTTP server, its goroutine and buffers freed (0: park everything; -1: never)"},
 	{"CORS_ALLOWED_ORIGINS", "", "comma-separated origins allowed by CORS (empty: CORS off)"},
 	{"REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL as rueidis parses it (redis://, rediss://, ?addr= for cluster, ?master_set= for sentinel)"},
 	{"REDIS_TLS_CA_FILE", "", "PEM file of CA certificates trusted for rediss://"},
@@ -229,6 +233,7 @@ var Vars = []Var{
 	{"ENGINE_REPLY_STREAM", "engine:replies", "stream the Engine replies on"},
 	{"ENGINE_REPLY_TIMEOUT", "5s", "how long a request waits for the Engine's reply"},
 	{"ENGINE_SEND_TIMEOUT", "2s", "bound of the XADD that sends a command (redis-streams; capped by ENGINE_REPLY_TIMEOUT): past it the outcome is unknown and the answer is 502"},
+	{"ENGINE_SEND_BATCH_WINDOW", "1ms", "while many requests wait for the Engine, an XADD waits at most this long for others to share one write to Redis (0: each is written at once)"},
 	{"ENGINE_REQUEST_MAXLEN", "1000000", "approximate length cap of the request stream (MAXLEN ~)"},
 	{"ENGINE_MAX_WAITING", "20000", "requests waiting at once beyond which new ones get 503 busy"},
 	{"ENGINE_COALESCE", "false", "concurrent requests for the same user share one in-flight command (off: every call sends)"},
@@ -312,16 +317,17 @@ func Load(lookup Lookup) (Config, error) {
 			RequireVerifiedEmail: p.Bool("JWT_REQUIRE_VERIFIED_EMAIL"),
 		},
 		Engine: Engine{
-			Transport:     p.Str("ENGINE_TRANSPORT"),
-			RequestStream: p.Str("ENGINE_REQUEST_STREAM"),
-			ReplyStream:   p.Str("ENGINE_REPLY_STREAM"),
-			ReplyTimeout:  p.Duration("ENGINE_REPLY_TIMEOUT"),
-			SendTimeout:   p.Duration("ENGINE_SEND_TIMEOUT"),
-			RequestMaxLen: int64(p.Int("ENGINE_REQUEST_MAXLEN")),
-			MaxWaiting:    p.Int("ENGINE_MAX_WAITING"),
-			Coalesce:      p.Bool("ENGINE_COALESCE"),
-			DurableSend:   p.Str("ENGINE_DURABLE_SEND"),
-			InstanceID:    p.Str("INSTANCE_ID"),
+			Transport:       p.Str("ENGINE_TRANSPORT"),
+			RequestStream:   p.Str("ENGINE_REQUEST_STREAM"),
+			ReplyStream:     p.Str("ENGINE_REPLY_STREAM"),
+			ReplyTimeout:    p.Duration("ENGINE_REPLY_TIMEOUT"),
+			SendTimeout:     p.Duration("ENGINE_SEND_TIMEOUT"),
+			SendBatchWindow: p.Duration("ENGINE_SEND_BATCH_WINDOW"),
+			RequestMaxLen:   int64(p.Int("ENGINE_REQUEST_MAXLEN")),
+			MaxWaiting:      p.Int("ENGINE_MAX_WAITING"),
+			Coalesce:        p.Bool("ENGINE_COALESCE"),
+			DurableSend:     p.Str("ENGINE_DURABLE_SEND"),
+			InstanceID:      p.Str("INSTANCE_ID"),
 		},
 		Log: Log{Level: p.Str("LOG_LEVEL"), Format: p.Str("LOG_FORMAT"), FlushInterval: p.Duration("LOG_FLUSH_INTERVAL")},
 	}
@@ -435,6 +441,9 @@ func (c Config) Validate() []error {
 	}
 	if e.ReplyTimeout <= 0 {
 		bad("ENGINE_REPLY_TIMEOUT", "must be positive")
+	}
+	if e.SendBatchWindow < 0 || e.SendBatchWindow > 100*time.Millisecond {
+		bad("ENGINE_SEND_BATCH_WINDOW", "must be between 0 (off) and 100ms")
 	}
 	if e.SendTimeout < 10*time.Millisecond || e.SendTimeout > time.Minute {
 		bad("ENGINE_SEND_TIMEOUT", "must be between 10ms and 1m")

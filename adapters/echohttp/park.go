@@ -26,18 +26,18 @@ import (
 // connections (a burst queueing for the CPU, a slow Engine, a gateway that
 // keeps thousands open) that is most of the service's memory.
 //
-// When net/http holds more than HTTP_PARK_ABOVE connections, the server
-// parks what waits:
-//   - a request whose command is sent leaves net/http (a hijack) and waits
-//     for the Engine's reply on a goroutine of its own, whose stack never
-//     held the token check (the use case's Start runs before, in place);
-//     that goroutine writes the same answer the server would have written,
-//     logs and counts it;
-//   - a keep-alive connection that goes idle is evicted from net/http
-//     (below), and so is a parked request's connection once answered: one
-//     small goroutine per connection waits for its next request, then hands
-//     the connection back to the server through the listener, the bytes it
-//     read first replayed.
+// HTTP_PARK_ABOVE bounds both:
+//   - beyond that many requests waiting in place, a request whose command
+//     is sent leaves net/http (a hijack) and waits for the Engine's reply on
+//     a goroutine of its own, whose stack never held the token check (the
+//     use case's Start runs before, in place); that goroutine writes the
+//     same answer the server would have written, logs and counts it;
+//   - beyond that many connections held by net/http, a keep-alive
+//     connection that goes idle is evicted from net/http (below), and a
+//     parked request's connection, once answered, stays out: one small
+//     goroutine per connection waits for its next request, then hands the
+//     connection back to the server through the listener, the bytes it read
+//     first replayed.
 //
 // Eviction: when a connection goes idle, net/http's goroutine reads the next
 // request. A connection marked for eviction fails that read without reading
@@ -59,6 +59,7 @@ type parking struct {
 	above    int           // HTTP_PARK_ABOVE; < 0: never park
 	ln       *parkListener // nil until Serve: without it nothing parks
 	inHTTP   atomic.Int64  // connections net/http holds: new, active or idle
+	inPlace  atomic.Int64  // requests waiting for the Engine in place, on net/http's goroutine
 	active   atomic.Int64  // of those, the ones not idle: reading or handling a request
 	freed    chan struct{} // a token when active drops, for the listener's admission
 	draining atomic.Bool   // nothing parks any more
@@ -104,6 +105,12 @@ func (p *parking) listen(ln net.Listener) net.Listener {
 // over reports whether net/http holds more connections than parking allows.
 func (p *parking) over() bool {
 	return p.above >= 0 && p.ln != nil && p.inHTTP.Load() > int64(p.above) && !p.draining.Load()
+}
+
+// waitParked reports whether a request about to wait for the Engine waits
+// parked: when HTTP_PARK_ABOVE requests already wait in place.
+func (p *parking) waitParked() bool {
+	return p.above >= 0 && p.ln != nil && !p.draining.Load() && p.inPlace.Load() >= int64(p.above)
 }
 
 // start counts a parked goroutine about to run; done counts it finished.

@@ -161,6 +161,7 @@ type Bus struct {
 	streamErr atomic.Pointer[error] // the per-instance stream is missing and could not be recreated
 	lastRead  atomic.Int64          // millisecond part of the last reply id read, for trimming
 	xaddBound *deadlines            // the XADD's bound, shared by the sends of a few milliseconds
+	batch     *batcher              // nil: every XADD is written at once
 	maxLen    string                // the request stream's MAXLEN, formatted once
 	poke      chan struct{}         // asks the maintenance loop to check the reply stream now
 	upkeep    chan struct{}         // closed when the maintenance goroutine has exited
@@ -234,6 +235,9 @@ func newBus(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prome
 		upkeep:      make(chan struct{}),
 		xaddBound:   newDeadlines(set.xaddTimeout, xaddSlack(set.xaddTimeout)),
 		maxLen:      strconv.FormatInt(cfg.RequestMaxLen, 10),
+	}
+	if cfg.SendBatchWindow > 0 {
+		b.batch = &batcher{window: cfg.SendBatchWindow, do: client.DoMulti, bound: b.xaddBound}
 	}
 	var err error
 	if b.metrics, err = correlate.NewMetrics(reg, b.Waiting, b.connected.Load); err != nil {
@@ -341,6 +345,8 @@ func (b *Bus) Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply
 	var durErr error
 	if b.durableMode() {
 		err, durErr = b.durableXadd(context.WithoutCancel(ctx), xadd)
+	} else if b.batch != nil && b.table.Len() >= batchAbove {
+		err = b.batch.send(xadd)
 	} else {
 		err = b.client.Do(b.xaddBound.at(time.Now()), xadd).Error()
 	}
