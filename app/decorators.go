@@ -4,8 +4,12 @@ import (
 	"context"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ensure-user/ensure-user/adapters/echohttp"
+	"github.com/ensure-user/ensure-user/adapters/oteltrace"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/domain/ensureuser"
 )
@@ -14,6 +18,7 @@ import (
 // itself never logs, nor counts.
 type instrumented struct {
 	next      echohttp.EnsureUser
+	tracer    trace.Tracer                          // nil: no wait spans
 	outcomes  [domain.Failed + 1]prometheus.Counter // by domain outcome, resolved once
 	coalesced prometheus.Counter
 }
@@ -21,12 +26,12 @@ type instrumented struct {
 var _ echohttp.EnsureUser = (*instrumented)(nil)
 
 // NewInstrumented wraps uc with metrics and logging.
-func NewInstrumented(uc *ensureuser.UseCase, reg prometheus.Registerer) (echohttp.EnsureUser, error) {
+func NewInstrumented(uc *ensureuser.UseCase, reg prometheus.Registerer, t *oteltrace.Tracing) (echohttp.EnsureUser, error) {
 	outcomes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ensure_user_outcomes_total",
 		Help: "Ensure-user requests by outcome: confirmed, initiated, or the error row they ended in.",
 	}, []string{"outcome"})
-	d := &instrumented{next: uc}
+	d := &instrumented{next: uc, tracer: tracerOf(t, scope+"/app")}
 	for _, o := range domain.Outcomes() {
 		d.outcomes[o] = outcomes.WithLabelValues(o.String()) // exports zeros, so rates work from the start
 	}
@@ -58,10 +63,28 @@ func (d *instrumented) Start(ctx context.Context, in ensureuser.Input) (ensureus
 	return p, err
 }
 
-// Wait waits for the reply and counts the request's outcome.
+// Wait waits for the reply and counts the request's outcome; with tracing,
+// the wait is a span of its own.
 func (d *instrumented) Wait(ctx context.Context, p ensureuser.Pending) (ensureuser.Result, error) {
+	var span trace.Span
+	if d.tracer != nil {
+		ctx, span = d.tracer.Start(ctx, "wait for engine reply",
+			trace.WithAttributes(attribute.String("ensure_user.engine_request_id", p.RequestID)))
+	}
 	res, err := d.next.Wait(ctx, p)
 	d.count(res, err)
+	if span != nil {
+		o := res.Outcome
+		if err != nil {
+			o = domain.OutcomeOf(err)
+		}
+		span.SetAttributes(attribute.String("ensure_user.outcome", o.String()),
+			attribute.Bool("ensure_user.timed_out", res.TimedOut), attribute.Bool("ensure_user.coalesced", res.Coalesced))
+		if err != nil && o != domain.ClientGone {
+			span.SetStatus(codes.Error, o.String())
+		}
+		span.End()
+	}
 	return res, err
 }
 

@@ -13,6 +13,6 @@ import (
 // work (reply reader, key refresher) and closes Redis; call it after Serve
 // has returned.
 func Build(cfg config.Config, log *zap.Logger) (*App, func(), error) {
-	wire.Build(ConfigSet, MetricsSet, ClockSet, VerifierSet, EngineSet, UseCaseSet, HTTPSet)
+	wire.Build(ConfigSet, MetricsSet, TracingSet, ClockSet, VerifierSet, EngineSet, UseCaseSet, HTTPSet)
 	return nil, nil, nil
 }

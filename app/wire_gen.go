@@ -7,7 +7,6 @@
 package app
 
 import (
-	"github.com/ensure-user/ensure-user/adapters/jwksauth"
 	"github.com/ensure-user/ensure-user/adapters/sysclock"
 	"github.com/ensure-user/ensure-user/config"
 	"go.uber.org/zap"
@@ -24,32 +23,41 @@ func Build(cfg config.Config, log *zap.Logger) (*App, func(), error) {
 	auth := cfg.Auth
 	clock := sysclock.New()
 	registry := NewRegistry()
-	verifier, cleanup, err := jwksauth.New(auth, log, clock, registry)
+	tracing, cleanup, err := NewTracing(cfg, log, registry)
 	if err != nil {
 		return nil, nil, err
 	}
-	engineBus, cleanup2, err := NewEngineBus(cfg, log, registry)
+	verifier, cleanup2, err := NewVerifier(auth, log, clock, registry, tracing)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
-	portsEngineBus := engineBus.Bus
-	useCase := NewUseCase(engine, verifier, portsEngineBus, clock)
-	ensureUser, err := NewInstrumented(useCase, registry)
+	engineBus, cleanup3, err := NewEngineBus(cfg, log, registry, tracing)
 	if err != nil {
 		cleanup2()
 		cleanup()
 		return nil, nil, err
 	}
-	v := NewProbes(verifier, engineBus)
-	server, err := NewServer(cfg, log, ensureUser, v, registry)
+	portsEngineBus := engineBus.Bus
+	useCase := NewUseCase(engine, verifier, portsEngineBus, clock)
+	ensureUser, err := NewInstrumented(useCase, registry, tracing)
 	if err != nil {
+		cleanup3()
+		cleanup2()
+		cleanup()
+		return nil, nil, err
+	}
+	v := NewProbes(verifier, engineBus)
+	server, err := NewServer(cfg, log, ensureUser, v, registry, tracing)
+	if err != nil {
+		cleanup3()
 		cleanup2()
 		cleanup()
 		return nil, nil, err
 	}
 	app := NewApp(http, log, server)
 	return app, func() {
+		cleanup3()
 		cleanup2()
 		cleanup()
 	}, nil

@@ -12,15 +12,18 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ensure-user/ensure-user/adapters/oteltrace"
 )
 
 // Config is the whole service configuration, one sub-struct per adapter.
 type Config struct {
-	HTTP   HTTP
-	Redis  Redis
-	Auth   Auth
-	Engine Engine
-	Log    Log
+	HTTP    HTTP
+	Redis   Redis
+	Auth    Auth
+	Engine  Engine
+	Log     Log
+	Tracing oteltrace.Config // the standard OTEL_* variables; off without an endpoint
 
 	effective map[string]string // variable -> value in force, secrets redacted
 }
@@ -198,7 +201,26 @@ type Var struct {
 
 // Vars lists every variable Load reads, in documentation order. The README
 // table and the command-line flags are derived from it.
-var Vars = []Var{
+var Vars = append(serviceVars, tracingVars()...)
+
+// ServiceName is the default OTEL_SERVICE_NAME of the service.
+const ServiceName = "ensure-user"
+
+// tracingVars are the OpenTelemetry variables, as package oteltrace reads
+// them (Load hands them to oteltrace.ConfigFromEnv).
+func tracingVars() []Var {
+	var out []Var
+	for _, v := range oteltrace.Vars {
+		if v.Name == "OTEL_SERVICE_NAME" {
+			v.Default = ServiceName
+		}
+		out = append(out, Var{Name: v.Name, Default: v.Default, Usage: v.Usage})
+	}
+	return out
+}
+
+// serviceVars are the service's own variables.
+var serviceVars = []Var{
 	{"HTTP_ADDR", ":8000", "listen address"},
 	{"METRICS_ADDR", "", "separate listen address for /metrics (empty: /metrics on HTTP_ADDR)"},
 	{"SHUTDOWN_DELAY", "2s", "on SIGTERM, time between readiness turning 503 and the listener closing"},
@@ -333,6 +355,19 @@ func Load(lookup Lookup) (Config, error) {
 	}
 	c.effective = p.Seen(secretVars)
 	errs := p.Errs()
+	tracing, err := oteltrace.ConfigFromEnv(lookup, ServiceName)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c.Tracing = tracing
+	for _, v := range oteltrace.Vars {
+		if raw, ok := lookup(v.Name); ok {
+			if v.Secret && raw != "" {
+				raw = "REDACTED"
+			}
+			c.effective[v.Name] = raw
+		}
+	}
 	if len(errs) == 0 {
 		errs = c.Validate()
 	}

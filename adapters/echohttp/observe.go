@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -33,6 +34,7 @@ type exchange struct {
 	err     error
 	res     ensureuser.Result // what the use case found, for the line
 	parked  bool              // a parked goroutine answers, logs and counts it
+	span    trace.Span        // the server span; nil without tracing
 }
 
 // lineFields recycles the request line's fields: passed to zap, a slice of
@@ -79,6 +81,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x.idValue[0] = x.id
 	w.Header()[headerRequestID] = x.idValue[:]
+	r = s.startSpan(x, r)
 	if err := s.checkLimits(r); err != nil {
 		a := answerFor(err)
 		x.outcome, x.route = a.outcome, routeOf(r)
@@ -205,7 +208,8 @@ func (s *Server) record(x *exchange) {
 	}
 	took := time.Since(x.start)
 	method := boundedMethod(x.method)
-	s.stats.count(x.route, method, x.status, took)
+	s.stats.count(x.route, method, x.status, took, traceIDOf(x.span))
+	s.endSpan(x)
 	if x.outcome == outcomeClientGone && x.res.Sent {
 		s.reqLog.Info("client went away while waiting; the command stays sent",
 			zap.String("request_id", x.id),
@@ -297,7 +301,9 @@ func newHTTPMetrics() *httpMetrics {
 
 // count counts one request. Route and method are bounded label values (route
 // patterns, known methods), so the maps stay small.
-func (m *httpMetrics) count(route, method string, status int, took time.Duration) {
+// A sampled request's trace id becomes the latency observation's exemplar,
+// so that a slow bucket links to a trace.
+func (m *httpMetrics) count(route, method string, status int, took time.Duration, traceID string) {
 	k := requestKey{route, method, status}
 	m.mu.RLock()
 	c, okC := m.counters[k]
@@ -316,5 +322,11 @@ func (m *httpMetrics) count(route, method string, status int, took time.Duration
 		m.mu.Unlock()
 	}
 	c.Inc()
+	if traceID != "" {
+		if eo, ok := o.(prometheus.ExemplarObserver); ok {
+			eo.ObserveWithExemplar(took.Seconds(), prometheus.Labels{"trace_id": traceID})
+			return
+		}
+	}
 	o.Observe(took.Seconds())
 }

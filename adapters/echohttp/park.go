@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/domain/ensureuser"
@@ -314,7 +315,7 @@ func (s *Server) parkWait(c echo.Context, x *exchange, p ensureuser.Pending) boo
 // request, or closes the connection.
 func (s *Server) finishParked(pk *parked) {
 	defer s.park.done()
-	res, err := s.waitParked(pk.p)
+	res, err := s.waitParked(pk.x, pk.p)
 	x := pk.x
 	x.res = res
 	a := answerOf(res.Outcome)
@@ -345,15 +346,19 @@ func (s *Server) finishParked(pk *parked) {
 
 // waitParked is the use case's Wait on a parked goroutine, where a panic
 // becomes an error instead of ending the process.
-func (s *Server) waitParked(p ensureuser.Pending) (res ensureuser.Result, err error) {
+func (s *Server) waitParked(x *exchange, p ensureuser.Pending) (res ensureuser.Result, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			res, err = p.Result, fmt.Errorf("panic: %v", r)
 		}
 	}()
 	// The request's context ends with the hijack; nothing else may cut
-	// the wait short but the reply timeout.
-	return s.uc.Wait(context.Background(), p)
+	// the wait short but the reply timeout. It keeps the request's span.
+	ctx := context.Background()
+	if x.span != nil {
+		ctx = trace.ContextWithSpan(ctx, x.span)
+	}
+	return s.uc.Wait(ctx, p)
 }
 
 // rest waits, parked, for the client's next request on c, then hands c back

@@ -22,6 +22,8 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -58,6 +60,11 @@ type Options struct {
 	Registry *prometheus.Registry
 	// OpenAPI is the document served at /openapi.yaml (omitted when nil).
 	OpenAPI []byte
+	// Tracer, when set, records a server span per request, continuing the
+	// trace of the request's W3C headers read with Propagator. nil: no
+	// tracing, and nothing of it on the hot path.
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
 }
 
 // Server serves the HTTP API. Create it with New; it is safe for concurrent

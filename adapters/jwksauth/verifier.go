@@ -28,6 +28,9 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/ensure-user/ensure-user/config"
@@ -47,7 +50,15 @@ type Verifier struct {
 	secret []byte
 	cache  *tokenCache // nil: no caching
 	heads  *headerCache
+	tracer trace.Tracer // nil: no spans
 }
+
+// Option tunes a Verifier.
+type Option func(*Verifier)
+
+// WithTracer makes Verify record a span per verification (algorithm, key
+// id, whether the token cache answered; never the token or its claims).
+func WithTracer(t trace.Tracer) Option { return func(v *Verifier) { v.tracer = t } }
 
 var _ ports.TokenVerifier = (*Verifier)(nil)
 
@@ -57,7 +68,7 @@ var _ ports.TokenVerifier = (*Verifier)(nil)
 // answers domain.ErrVerifierUnavailable for JWKS tokens. The cleanup function
 // stops the background goroutine and waits for it. Metrics are registered on
 // reg; log may be nil.
-func New(cfg config.Auth, log *zap.Logger, clock ports.Clock, reg prometheus.Registerer) (*Verifier, func(), error) {
+func New(cfg config.Auth, log *zap.Logger, clock ports.Clock, reg prometheus.Registerer, opts ...Option) (*Verifier, func(), error) {
 	if err := validate(cfg); err != nil {
 		return nil, nil, fmt.Errorf("jwksauth: %w", err)
 	}
@@ -86,6 +97,9 @@ func New(cfg config.Auth, log *zap.Logger, clock ports.Clock, reg prometheus.Reg
 		m:     m,
 		cache: newTokenCache(cacheSize),
 		heads: newHeaderCache(),
+	}
+	for _, o := range opts {
+		o(v)
 	}
 	for _, a := range append(slices.Clone(rsaAlgs), "ES256", "ES384", "ES512", "EdDSA") {
 		if len(cfg.Algorithms) == 0 || slices.Contains(cfg.Algorithms, a) {
@@ -200,9 +214,36 @@ func (v *Verifier) Ready() error {
 // two scheduler hand-offs per request, which the load test measured. See
 // ports.TokenVerifier for the errors. It never logs or returns the token.
 func (v *Verifier) Verify(ctx context.Context, token string) (domain.Identity, error) {
+	if v.tracer == nil {
+		id, _, err := v.verify(ctx, token)
+		return id, err
+	}
+	ctx, span := v.tracer.Start(ctx, "verify token", trace.WithSpanKind(trace.SpanKindInternal))
+	id, cachedHit, err := v.verify(ctx, token)
+	// The header's algorithm and key id name the key, not the holder: safe
+	// to record. The token and its claims never go into a span.
+	if p, perr := precheck(token); perr == nil {
+		if h, herr := v.heads.decode(p.header); herr == nil {
+			span.SetAttributes(attribute.String("jwt.alg", h.alg), attribute.String("jwt.kid", h.kid))
+		}
+	}
+	span.SetAttributes(attribute.Bool("ensure_user.token_cache_hit", cachedHit))
+	if err != nil {
+		span.SetAttributes(attribute.String("ensure_user.verify_error", domain.OutcomeOf(err).String()))
+		if errors.Is(err, domain.ErrVerifierUnavailable) { // ours, not the token's
+			span.SetStatus(codes.Error, "no signing key loaded")
+		}
+	}
+	span.End()
+	return id, err
+}
+
+// verify is Verify without the span; it reports whether the answer came
+// from the token cache.
+func (v *Verifier) verify(ctx context.Context, token string) (domain.Identity, bool, error) {
 	p, err := precheck(token)
 	if err != nil {
-		return domain.Identity{}, err
+		return domain.Identity{}, false, err
 	}
 	var current *keySet
 	if v.keys != nil {
@@ -214,29 +255,29 @@ func (v *Verifier) Verify(ctx context.Context, token string) (domain.Identity, e
 		sum = sha256.Sum256(bytesOf(token))
 		if id, ok := v.cache.get(&sum, current, now); ok {
 			v.m.cacheHit.Inc()
-			return id, nil
+			return id, true, nil
 		}
 		v.m.cacheMiss.Inc()
 	}
 	k, used, err := v.resolveKey(ctx, p, current)
 	if err != nil {
-		return domain.Identity{}, err
+		return domain.Identity{}, false, err
 	}
 	if k.verifier.Verify(bytesOf(p.signingInput), k.sig, k.pub) != nil {
-		return domain.Identity{}, errBadSignature
+		return domain.Identity{}, false, errBadSignature
 	}
 	payload, err := decodeSegment("payload", p.payload)
 	if err != nil {
-		return domain.Identity{}, err
+		return domain.Identity{}, false, err
 	}
 	id, w, err := v.rules.check(payload, now)
 	if err != nil {
-		return domain.Identity{}, err
+		return domain.Identity{}, false, err
 	}
 	if v.cache != nil {
 		v.cache.put(&sum, cached{id: id, set: used, from: w.from, until: w.until})
 	}
-	return id, nil
+	return id, false, nil
 }
 
 // bytesOf views s as bytes without copying it, for functions that only read

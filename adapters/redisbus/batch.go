@@ -41,17 +41,18 @@ type batcher struct {
 // xaddOp is one command waiting in a batch, and then its result.
 type xaddOp struct {
 	cmd  rueidis.Completed
+	id   string // the entry id Redis gave the command
 	err  error
 	done chan struct{} // buffered for one; reused with the op
 }
 
 var xaddOps = sync.Pool{New: func() any { return &xaddOp{done: make(chan struct{}, 1)} }}
 
-// send writes cmd in the current batch and returns its result when the
-// batch's replies are in.
-func (b *batcher) send(cmd rueidis.Completed) error {
+// send writes cmd in the current batch and returns its result (the entry
+// id) when the batch's replies are in.
+func (b *batcher) send(cmd rueidis.Completed) (string, error) {
 	op := xaddOps.Get().(*xaddOp)
-	op.cmd, op.err = cmd, nil
+	op.cmd, op.id, op.err = cmd, "", nil
 	b.mu.Lock()
 	b.pending = append(b.pending, op)
 	n := len(b.pending)
@@ -67,10 +68,10 @@ func (b *batcher) send(cmd rueidis.Completed) error {
 		time.AfterFunc(b.window, b.flushPending)
 	}
 	<-op.done
-	err := op.err
-	op.cmd, op.err = rueidis.Completed{}, nil
+	id, err := op.id, op.err
+	op.cmd, op.id, op.err = rueidis.Completed{}, "", nil
 	xaddOps.Put(op)
-	return err
+	return id, err
 }
 
 // flushPending sends the batch gathered so far (a window ended).
@@ -93,7 +94,7 @@ func (b *batcher) flush(ops []*xaddOp) {
 	}
 	results := b.do(b.bound.at(time.Now()), cmds...)
 	for i, op := range ops {
-		op.err = results[i].Error()
+		op.id, op.err = results[i].ToString()
 		op.done <- struct{}{}
 	}
 }

@@ -31,6 +31,7 @@ func TestBatcherGroupsAWindow(t *testing.T) {
 			mu.Unlock()
 			out := make([]rueidis.RedisResult, len(cmds))
 			for i, c := range cmds {
+				out[i] = rueidis.NewErrorResult(nil) // a reply without an error
 				if c.Commands()[1] == "bad" {
 					out[i] = rueidis.NewErrorResult(refused)
 				}
@@ -50,7 +51,7 @@ func TestBatcherGroupsAWindow(t *testing.T) {
 		if i == 3 {
 			key = "bad"
 		}
-		wg.Go(func() { errs <- b.send(cmd(key)) })
+		wg.Go(func() { _, err := b.send(cmd(key)); errs <- err })
 	}
 	wg.Wait()
 	close(errs)
@@ -80,7 +81,7 @@ func TestBatcherGroupsAWindow(t *testing.T) {
 	start := time.Now()
 	for range batchMax {
 		wg.Go(func() {
-			if err := b.send(cmd("good")); err != nil {
+			if _, err := b.send(cmd("good")); err != nil {
 				t.Error(err)
 			}
 		})

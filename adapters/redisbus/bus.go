@@ -34,6 +34,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/ensure-user/ensure-user/adapters/internal/correlate"
@@ -161,10 +163,12 @@ type Bus struct {
 	streamErr atomic.Pointer[error] // the per-instance stream is missing and could not be recreated
 	lastRead  atomic.Int64          // millisecond part of the last reply id read, for trimming
 	xaddBound *deadlines            // the XADD's bound, shared by the sends of a few milliseconds
-	batch     *batcher              // nil: every XADD is written at once
-	maxLen    string                // the request stream's MAXLEN, formatted once
-	poke      chan struct{}         // asks the maintenance loop to check the reply stream now
-	upkeep    chan struct{}         // closed when the maintenance goroutine has exited
+	tracer    trace.Tracer          // nil: no spans
+	prop      propagation.TextMapPropagator
+	batch     *batcher      // nil: every XADD is written at once
+	maxLen    string        // the request stream's MAXLEN, formatted once
+	poke      chan struct{} // asks the maintenance loop to check the reply stream now
+	upkeep    chan struct{} // closed when the maintenance goroutine has exited
 }
 
 var _ ports.EngineBus = (*Bus)(nil)
@@ -201,11 +205,11 @@ const (
 // ensure_user_engine_backlog_near_retention. The cleanup stops the reader and
 // the maintenance goroutine, deletes a per-instance reply stream, and waits
 // for all of it; it does not close client.
-func New(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer) (*Bus, func(), error) {
-	return newBus(cfg, log, client, reg, defaultSettings(cfg))
+func New(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer, opts ...Option) (*Bus, func(), error) {
+	return newBus(cfg, log, client, reg, defaultSettings(cfg), opts...)
 }
 
-func newBus(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer, set settings) (*Bus, func(), error) {
+func newBus(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer, set settings, opts ...Option) (*Bus, func(), error) {
 	switch {
 	case cfg.RequestStream == "" || cfg.ReplyStream == "":
 		return nil, nil, errors.New("redisbus: request and reply streams must be named")
@@ -235,6 +239,9 @@ func newBus(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prome
 		upkeep:      make(chan struct{}),
 		xaddBound:   newDeadlines(set.xaddTimeout, xaddSlack(set.xaddTimeout)),
 		maxLen:      strconv.FormatInt(cfg.RequestMaxLen, 10),
+	}
+	for _, o := range opts {
+		o(b)
 	}
 	if cfg.SendBatchWindow > 0 {
 		b.batch = &batcher{window: cfg.SendBatchWindow, do: client.DoMulti, bound: b.xaddBound}
@@ -334,6 +341,7 @@ func (b *Bus) Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply
 		return nil, fmt.Errorf("register the reply's waiter: %w: %v", domain.ErrBusUnavailable, err)
 	}
 
+	span := b.startSend(ctx, &cmd)
 	payload := protocol.EncodeCommand(cmd, b.replyStream)
 	xadd := b.client.B().Xadd().Key(b.cfg.RequestStream).
 		Maxlen().Almost().Threshold(b.maxLen).
@@ -342,30 +350,36 @@ func (b *Bus) Send(ctx context.Context, cmd domain.Command) (<-chan domain.Reply
 	// own timeout: a caller that hangs up while the XADD is in flight (the
 	// command may already be in the stream) still learns whether it went out,
 	// instead of an unknown outcome.
-	var durErr error
-	if b.durableMode() {
+	var (
+		id     string
+		durErr error
+	)
+	switch {
+	case b.durableMode():
 		err, durErr = b.durableXadd(context.WithoutCancel(ctx), xadd)
-	} else if b.batch != nil && b.table.Len() >= batchAbove {
-		err = b.batch.send(xadd)
-	} else {
-		err = b.client.Do(b.xaddBound.at(time.Now()), xadd).Error()
+	case b.batch != nil && b.table.Len() >= batchAbove:
+		id, err = b.batch.send(xadd)
+	default:
+		id, err = b.client.Do(b.xaddBound.at(time.Now()), xadd).ToString()
 	}
+	span.sent(id)
 	if err != nil {
 		b.errs[opXadd].Inc()
 		if notSent(err) {
 			b.table.Forget(cmd.RequestID)
 			b.metrics.NotSent()
-			return nil, fmt.Errorf("xadd: %w: %v", domain.ErrBusUnavailable, err)
+			return nil, span.fail(fmt.Errorf("xadd: %w: %v", domain.ErrBusUnavailable, err))
 		}
 		b.table.Abandon(cmd.RequestID) // it may have been sent: a reply would be late, not unknown
 		b.metrics.SendUnknown()
-		return nil, fmt.Errorf("xadd: %w: %v", domain.ErrSendUnknown, err)
+		return nil, span.fail(fmt.Errorf("xadd: %w: %v", domain.ErrSendUnknown, err))
 	}
 	b.metrics.Sent()
 	if durErr != nil {
 		b.table.Abandon(cmd.RequestID)
-		return nil, fmt.Errorf("xadd: in the stream but not proven durable: %w: %v", domain.ErrSendUnknown, durErr)
+		return nil, span.fail(fmt.Errorf("xadd: in the stream but not proven durable: %w: %v", domain.ErrSendUnknown, durErr))
 	}
+	span.end()
 	return replies, nil
 }
 

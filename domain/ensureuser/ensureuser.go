@@ -49,6 +49,7 @@ type Result struct {
 	UserID    string         // set once the token verified and the claims validated
 	RequestID string         // set once a command was built
 	Sent      bool           // the command went to the bus (or may have)
+	TimedOut  bool           // the reply timeout ran out before a reply came
 	Coalesced bool           // the request shared another request's command
 }
 
@@ -236,9 +237,11 @@ func (p Pending) wait(ctx context.Context) (Result, error) {
 		res.Outcome, err = r.Interpret(p.user.ID)
 		return res, err
 	case <-p.timeout:
+		res.TimedOut = true
 		lost := p.u.bus.Abandon(p.RequestID)
 		select { // the reply may have raced the timer
 		case r := <-p.replies:
+			res.TimedOut = false
 			res.Outcome, err = r.Interpret(p.user.ID)
 			return res, err
 		default:

@@ -76,7 +76,7 @@ func newStack(b *testing.B) *stack {
 	}
 	b.Cleanup(stopBus)
 	uc := ensureuser.New(ensureuser.Config{ReplyTimeout: engine.ReplyTimeout, MaxWaiting: engine.MaxWaiting}, v, bus, clock)
-	inst, err := app.NewInstrumented(uc, reg)
+	inst, err := app.NewInstrumented(uc, reg, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
