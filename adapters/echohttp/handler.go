@@ -41,25 +41,7 @@ func (s *Server) ensureUser(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if s.park.waitParked() && s.parkWait(c, x, p) {
-		return nil // the parked goroutine answers, logs and counts it
-	}
-	res, err := s.waitInPlace(r.Context(), p)
-	x.res = res
-	if err != nil {
-		return err
-	}
-	a := answerOf(res.Outcome)
-	x.outcome = a.outcome
-	return a.write(c.Response())
-}
-
-// waitInPlace waits for p's reply on the request's own goroutine, counted
-// among the waits in place that HTTP_PARK_ABOVE bounds.
-func (s *Server) waitInPlace(ctx context.Context, p ensureuser.Pending) (ensureuser.Result, error) {
-	s.park.inPlace.Add(1)
-	defer s.park.inPlace.Add(-1)
-	return s.uc.Wait(ctx, p)
+	return s.respond(c, x, p)
 }
 
 // BearerToken returns the token of an Authorization header value of the form

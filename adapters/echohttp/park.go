@@ -264,6 +264,25 @@ func (p *parking) wait(ctx context.Context) error {
 	}
 }
 
+// respond waits for p's outcome and answers it: in place, or parked when
+// many requests wait already (park.go). Either way the exchange ends up
+// answered, logged and counted once.
+func (s *Server) respond(c echo.Context, x *exchange, p ensureuser.Pending) error {
+	if s.park.waitParked() && s.parkWait(c, x, p) {
+		return nil // the parked goroutine answers, logs and counts it
+	}
+	s.park.inPlace.Add(1)
+	res, err := s.uc.Wait(c.Request().Context(), p)
+	s.park.inPlace.Add(-1)
+	x.res = res
+	if err != nil {
+		return err
+	}
+	a := answerOf(res.Outcome)
+	x.outcome = a.outcome
+	return a.write(c.Response())
+}
+
 // parked is one request whose wait left the HTTP server.
 type parked struct {
 	x         *exchange
