@@ -3,6 +3,13 @@ SHELL := /bin/bash
 GO    ?= go
 PKGS  := ./...
 BIN   := bin
+# TOOLS is the tools module (load test, soak): its own go.mod, so the
+# service's go.mod does not carry its plotting, font and PDF libraries.
+TOOLS := tools
+# PROD_TAGS are the build tags of the binaries as shipped (make build, the
+# Dockerfile): nodev leaves ensure-user's dev mode, and the embedded Redis
+# with it, out of the binary.
+PROD_TAGS := nodev
 
 .DEFAULT_GOAL := help
 
@@ -15,8 +22,9 @@ run: ## run the service locally (embedded Redis, dev keys and Engine; see README
 	$(GO) run ./cmd/ensure-user dev
 
 .PHONY: test
-test: ## run every test with the race detector (Redis tests start their own redis-server)
+test: ## run every test, the service's and tools/', with the race detector (Redis tests start their own redis-server)
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) -C $(TOOLS) test -race -count=1 -timeout 15m $(PKGS)
 
 .PHONY: generate
 generate: ## regenerate app/wire_gen.go
@@ -29,12 +37,36 @@ check-generated: ## fail when app/wire_gen.go is stale
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: lint
-lint: ## gofmt, go vet, staticcheck, the wire check, go mod tidy -diff (layer rules: test/arch)
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+lint: ## gofmt, go vet, staticcheck, the wire check, go mod tidy -diff, govulncheck; both modules (layer rules: test/arch)
+	@out=$$(git ls-files --cached --others --exclude-standard '*.go' | while read -r f; do [ ! -e "$$f" ] || echo "$$f"; done | xargs -r gofmt -l); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags $(PROD_TAGS) ./cmd/...
+	$(GO) -C $(TOOLS) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
+	$(GO) -C $(TOOLS) run $(STATICCHECK) $(PKGS)
 	@$(GO) tool wire diff ./app || { echo "app/wire_gen.go is stale: run make generate"; exit 1; }
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+	@$(GO) -C $(TOOLS) mod tidy -diff || { echo "$(TOOLS)/go.mod/go.sum are not tidy: run go mod tidy in $(TOOLS)"; exit 1; }
+	@$(MAKE) --no-print-directory vuln
+
+# VULNDB is govulncheck's vulnerability database; VULN_TIMEOUT bounds each
+# run, so that a database that never answers cannot hang the target.
+VULNDB       := https://vuln.go.dev
+VULN_TIMEOUT := 120
+
+.PHONY: vuln
+vuln: ## govulncheck (pinned in go.mod) on both modules; skipped, saying so, when the database is unreachable
+	@for dir in . $(TOOLS); do \
+	  out=$$(timeout $(VULN_TIMEOUT) $(GO) tool govulncheck -db $(VULNDB) -C $$dir ./... 2>&1); rc=$$?; \
+	  if [ $$rc -eq 0 ]; then echo "govulncheck ($$dir): no vulnerabilities"; \
+	  elif [ $$rc -eq 1 ] && grep -q '^govulncheck: fetching vulnerabilities: ' <<<"$$out"; then \
+	    echo "govulncheck: skipped: vulnerability database $(VULNDB:https://%=%) unreachable"; \
+	    grep '^govulncheck: fetching vulnerabilities: ' <<<"$$out" | sed 's/^/  /'; exit 0; \
+	  elif [ $$rc -eq 124 ]; then \
+	    echo "govulncheck: skipped: no answer within $(VULN_TIMEOUT)s (vulnerability database $(VULNDB:https://%=%) unreachable?)"; exit 0; \
+	  else echo "$$out"; echo "govulncheck ($$dir) failed (exit $$rc)"; exit 1; fi; \
+	done
 
 .PHONY: fuzz
 # FUZZTIME is a count of inputs (Nx), not a duration: with a duration, Go 1.26's
@@ -49,17 +81,22 @@ fuzz: ## run each fuzz target briefly (FUZZTIME, default 100000x inputs); crashe
 	done
 
 .PHONY: bench
-bench: ## run the hot-path benchmarks (-benchmem, 5 runs) into bench.txt; compare with benchstat
+bench: ## run the service's hot-path benchmarks (-benchmem, 5 runs) into bench.txt; compare with benchstat
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS) | tee bench.txt
 
+# loadtest and soak live in the tools module: built there, run from here, so
+# that relative paths in LOADTEST_FLAGS and SOAK_FLAGS mean what they did.
 .PHONY: loadtest
 loadtest: ## whole-path load test (redis-server, engine-sim, ensure-user); report under results/
-	$(GO) run ./cmd/loadtest $(LOADTEST_FLAGS)
+	$(GO) -C $(TOOLS) build -o $(CURDIR)/$(BIN)/loadtest ./cmd/loadtest
+	$(BIN)/loadtest $(LOADTEST_FLAGS)
 
 .PHONY: soak
 soak: ## 5-minute soak with Redis restarts; fails if RSS or goroutines keep growing
-	$(GO) run ./cmd/soak $(SOAK_FLAGS)
+	$(GO) -C $(TOOLS) build -o $(CURDIR)/$(BIN)/soak ./cmd/soak
+	$(BIN)/soak $(SOAK_FLAGS)
 
 .PHONY: build
-build: ## build the binaries into bin/
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+build: ## build the production binaries (no dev mode: -tags nodev) and the tools into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -tags $(PROD_TAGS) -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) -C $(TOOLS) build -trimpath -o $(CURDIR)/$(BIN)/ ./cmd/...

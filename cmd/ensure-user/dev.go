@@ -1,3 +1,12 @@
+//go:build !nodev
+
+// The dev subcommand lives in this file, left out of production builds:
+// make build and the Dockerfile build with -tags nodev, so the binary that
+// runs serve links no embedded Redis (miniredis and its Lua interpreter), no
+// dev signing key and no dev banner (nodev.go stands in for dev there).
+// A plain go build or go run, as the README's make run and the tests use,
+// keeps it.
+
 package main
 
 import (

@@ -2,7 +2,6 @@ package proc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,25 +9,36 @@ import (
 	"strings"
 )
 
-// ModuleRoot returns the directory of the go.mod of the module the working
-// directory is in.
+// servicePath is the service module's path.
+const servicePath = "github.com/ensure-user/ensure-user"
+
+// ProductionTags are the build tags of the binaries as shipped (make build,
+// the Dockerfile): nodev leaves ensure-user's dev mode, and with it the
+// embedded Redis, out.
+const ProductionTags = "nodev"
+
+// ModuleRoot returns the directory of the service module's go.mod: the main
+// module's when the working directory is in the service module, the
+// directory the tools module's replace directive names when it is in tools/.
 func ModuleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", servicePath)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	dir := strings.TrimSpace(string(out))
+	if err != nil || dir == "" {
+		return "", fmt.Errorf("not inside the ensure-user module or its tools module: go list -m %s: %v %s",
+			servicePath, err, strings.TrimSpace(stderr.String()))
 	}
-	mod := strings.TrimSpace(string(out))
-	if mod == "" || mod == os.DevNull {
-		return "", errors.New("not inside the ensure-user module")
-	}
-	return filepath.Dir(mod), nil
+	return dir, nil
 }
 
 // Build compiles the main packages pkgs (such as "./cmd/ensure-user") of the
 // module at root into dir as `make build` does - the binary as shipped: no
-// race detector, no cgo, -trimpath - and returns their paths by package.
+// race detector, no cgo, -trimpath, ProductionTags - and returns their paths
+// by package.
 func Build(ctx context.Context, root, dir string, pkgs ...string) (map[string]string, error) {
-	args := append([]string{"build", "-trimpath", "-o", dir + string(filepath.Separator)}, pkgs...)
+	args := append([]string{"build", "-trimpath", "-tags", ProductionTags, "-o", dir + string(filepath.Separator)}, pkgs...)
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -1,10 +1,12 @@
 // Package proc runs the real binaries for the command-line tools that drive
-// them from outside (cmd/loadtest, cmd/soak) and for the tests that start
-// them (test/testenv): child processes in process groups of their own with
-// their output in a log file, a redis-server's arguments and readiness, free
-// loopback ports, building the binaries, and reading a process's figures
-// from /proc and a Prometheus endpoint. Nothing here takes a testing.TB:
-// callers decide what a failure means.
+// them from outside (tools/cmd/loadtest and tools/cmd/soak, in the tools
+// module, whose path lies under this module's so that it may import this
+// internal package) and for the tests that start them (test/testenv): child
+// processes in process groups of their own with their output in a log file,
+// a redis-server's arguments and readiness, free loopback ports, building
+// the binaries, and reading a process's figures from /proc and a Prometheus
+// endpoint. Nothing here takes a testing.TB: callers decide what a failure
+// means.
 package proc
 
 import (

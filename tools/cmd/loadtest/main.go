@@ -17,23 +17,25 @@
 // raw figures (results.json); a summary is printed.
 //
 // The CPU targets are judged against the floor: the floor scenarios (floor,
-// floor-c1, floor-c16) drive cmd/loadtest/floor, Echo on net/http answering
-// after only the raw ES256 check, with the workers of c64, c1 and c16, and
-// the report gives the median of the runs' ratios. With -interleave (the
-// default) a service scenario and its floor, when both are selected, are
-// measured in the same run: both processes side by side on the service CPU,
-// the load alternating between them in slices of -slice, so that the
+// floor-c1, floor-c16) drive tools/cmd/loadtest/floor, Echo on net/http
+// answering after only the raw ES256 check, with the workers of c64, c1 and
+// c16, and the report gives the median of the runs' ratios. With -interleave
+// (the default) a service scenario and its floor, when both are selected,
+// are measured in the same run: both processes side by side on the service
+// CPU, the load alternating between them in slices of -slice, so that the
 // machine's drift, up to 40 % within minutes here, reaches both alike; the
 // ratio is then Σ CPU ÷ Σ requests of the service over the floor's, over the
 // same slices, and the median of the slice pairs' ratios shows the spread.
 // -interleave=false runs them one after the other. A missed target is
 // reported, not failed.
 //
-// Usage:
+// It lives in the tools module (tools/go.mod), apart from the service's
+// dependencies; the binaries it measures are built from the service module
+// at the repository root. Usage, from the repository root:
 //
-//	go run ./cmd/loadtest [-quick] [-scenarios c64,slow] [-duration 10s] [-runs 3] ...
+//	make loadtest LOADTEST_FLAGS='[-quick] [-scenarios c64,slow] [-duration 10s] [-runs 3] ...'
 //
-// go run ./cmd/loadtest -h lists the flags.
+// or, in tools/, go run ./cmd/loadtest with the same flags; -h lists them.
 package main
 
 import (
@@ -57,11 +59,13 @@ import (
 	"github.com/ensure-user/ensure-user/internal/proc"
 )
 
-// servicePkg is the service's main package; floorPkg the floor scenario's
-// server.
+// servicePkg is the service's main package, in the service module;
+// floorPkg the floor scenario's server, in the tools module, which is the
+// directory toolsDir of the service module.
 const (
 	servicePkg = "./cmd/ensure-user"
 	floorPkg   = "./cmd/loadtest/floor"
+	toolsDir   = "tools"
 )
 
 // errIncorrect marks a run in which some answer was not the confirmed one.
@@ -89,7 +93,7 @@ func main() {
 var allScenarios = []string{"c1", "floor-c1", "c16", "floor-c16", "c64", "floor", "c256", "open", "slow", "x3-shared", "x3-per-instance", "coalesce", "durable"}
 
 // floorOf names the floor scenario of each closed-loop service scenario
-// that has one: the same workers against cmd/loadtest/floor.
+// that has one: the same workers against tools/cmd/loadtest/floor.
 var floorOf = map[string]string{"c1": "floor-c1", "c16": "floor-c16", "c64": "floor"}
 
 // options are the command line.
@@ -218,7 +222,7 @@ func (o options) build() []scenario {
 	}
 	floor := func(name string, workers int) scenario {
 		return scenario{Name: name, Kind: "closed", Concurrency: workers, Floor: true,
-			Description: fmt.Sprintf("the HTTP stack's floor: Echo on net/http (cmd/loadtest/floor) answering after only the raw ES256 check, %d worker(s)", workers)}
+			Description: fmt.Sprintf("the HTTP stack's floor: Echo on net/http (tools/cmd/loadtest/floor) answering after only the raw ES256 check, %d worker(s)", workers)}
 	}
 	all := map[string]scenario{
 		"c1":        {Name: "c1", Kind: "closed", Concurrency: 1, Description: "closed loop, 1 worker"},
@@ -302,12 +306,21 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.serviceBin == "" {
 		pkgs = append(pkgs, servicePkg)
 	}
-	if slices.ContainsFunc(scs, func(sc scenario) bool { return sc.Floor }) {
-		pkgs = append(pkgs, floorPkg)
+	floor := slices.ContainsFunc(scs, func(sc scenario) bool { return sc.Floor })
+	built := strings.Join(pkgs, " ")
+	if floor {
+		built += " " + toolsDir + "/" + strings.TrimPrefix(floorPkg, "./")
 	}
-	fmt.Fprintf(stdout, "loadtest: building %s ...\n", strings.Join(pkgs, " "))
+	fmt.Fprintf(stdout, "loadtest: building %s ...\n", built)
 	if t.bins, err = proc.Build(ctx, root, filepath.Join(outDir, "bin"), pkgs...); err != nil {
 		return err
+	}
+	if floor {
+		fb, err := proc.Build(ctx, filepath.Join(root, toolsDir), filepath.Join(outDir, "bin"), floorPkg)
+		if err != nil {
+			return err
+		}
+		t.bins[floorPkg] = fb[floorPkg]
 	}
 	if o.serviceBin != "" {
 		if t.bins[servicePkg], err = filepath.Abs(o.serviceBin); err != nil {
@@ -353,17 +366,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	rep := &report{
-		Command: "go run ./cmd/loadtest " + strings.Join(args, " "), Started: time.Now(), CPU: cpuModel(),
+		Command: "make loadtest LOADTEST_FLAGS='" + strings.Join(args, " ") + "'", Started: time.Now(), CPU: cpuModel(),
 		Cores: runtime.NumCPU(), GoVersion: runtime.Version(), Pinned: o.pin, ServiceCPUs: o.serviceCPUs,
 		HelperCPUs: o.helperCPUs, Duration: o.duration.String(), Runs: o.runs, NoFile: nofile, LoadStart: loadAvg(),
 		Interleave: o.interleave,
 	}
-	rep.Service = "ensure-user built from " + gitDescribe(root) + " (go build -trimpath, CGO_ENABLED=0)"
+	rep.Service = "ensure-user built from " + gitDescribe(root) + " (go build -trimpath -tags " + proc.ProductionTags + ", CGO_ENABLED=0)"
 	if o.serviceBin != "" {
 		rep.Service = "prebuilt binary " + o.serviceBin + " (-service-bin)"
 	}
-	if rep.Command == "go run ./cmd/loadtest " {
-		rep.Command = "go run ./cmd/loadtest"
+	if len(args) == 0 {
+		rep.Command = "make loadtest"
 	}
 	byName := map[string]scenario{}
 	for _, sc := range scs {

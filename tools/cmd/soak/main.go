@@ -1,6 +1,9 @@
 // Command soak runs the real binaries for a while under mixed traffic and
 // Redis restarts, and fails when the service's memory or goroutines keep
-// growing. It is `make soak`; it is not part of `make test`.
+// growing. It is `make soak` (flags through SOAK_FLAGS); it is not part of
+// `make test`. It lives in the tools module (tools/go.mod); the binaries it
+// runs are built from the service module at the repository root, as make
+// build builds them.
 //
 // Usage:
 //

@@ -444,7 +444,7 @@ func (rep *report) markdown(w io.Writer) {
 	p("")
 	p("## Targets")
 	p("")
-	p("The CPU targets are judged on the median of the runs' ratios: each service scenario over the floor scenario of its concurrency (`cmd/loadtest/floor`: Echo on net/http answering after only the raw ES256 check). Interleaved (the default), a run's ratio is Σ CPU ÷ Σ requests of the service over the same of the floor, over the same alternating slices, and the slice pairs' own ratios show the spread; with `-interleave=false` it compares the floor run right after the service scenario. A missed target is reported here; only wrong answers make the tool exit 1.")
+	p("The CPU targets are judged on the median of the runs' ratios: each service scenario over the floor scenario of its concurrency (`tools/cmd/loadtest/floor`: Echo on net/http answering after only the raw ES256 check). Interleaved (the default), a run's ratio is Σ CPU ÷ Σ requests of the service over the same of the floor, over the same alternating slices, and the slice pairs' own ratios show the spread; with `-interleave=false` it compares the floor run right after the service scenario. A missed target is reported here; only wrong answers make the tool exit 1.")
 	p("")
 	for _, t := range rep.targets(aggs) {
 		p("- %s", t)
