@@ -15,13 +15,12 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/ensure-user/ensure-user/adapters/echohttp"
-	"github.com/ensure-user/ensure-user/config"
 )
 
 // App is the assembled service. Create it with Build; run it with Run, or
 // Listen then Serve when the caller needs the bound address first.
 type App struct {
-	cfg    config.HTTP
+	cfg    echohttp.Config
 	log    *zap.Logger
 	server *echohttp.Server
 	ln     net.Listener
@@ -29,7 +28,7 @@ type App struct {
 }
 
 // NewApp wraps the HTTP server with the lifecycle. Wire calls it.
-func NewApp(cfg config.HTTP, log *zap.Logger, server *echohttp.Server) *App {
+func NewApp(cfg echohttp.Config, log *zap.Logger, server *echohttp.Server) *App {
 	return &App{cfg: cfg, log: log, server: server}
 }
 

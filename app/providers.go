@@ -23,7 +23,7 @@ import (
 )
 
 // ConfigSet hands each adapter its own part of the configuration.
-var ConfigSet = wire.NewSet(wire.FieldsOf(new(config.Config), "HTTP", "Redis", "Auth", "Engine", "Log"))
+var ConfigSet = wire.NewSet(wire.FieldsOf(new(config.Config), "HTTP", "Redis", "Auth", "Bus", "UseCase", "Log"))
 
 // MetricsSet provides the registry, both as itself (for /metrics) and as the
 // Registerer the adapters register on.
@@ -84,7 +84,7 @@ func tracerOf(t *oteltrace.Tracing, scope string) trace.Tracer {
 }
 
 // NewVerifier builds the token verifier, with its spans when tracing is on.
-func NewVerifier(cfg config.Auth, log *zap.Logger, clock ports.Clock, reg prometheus.Registerer, t *oteltrace.Tracing) (*jwksauth.Verifier, func(), error) {
+func NewVerifier(cfg jwksauth.Config, log *zap.Logger, clock ports.Clock, reg prometheus.Registerer, t *oteltrace.Tracing) (*jwksauth.Verifier, func(), error) {
 	var opts []jwksauth.Option
 	if tr := tracerOf(t, scope+"/adapters/jwksauth"); tr != nil {
 		opts = append(opts, jwksauth.WithTracer(tr))
@@ -100,9 +100,9 @@ const scope = "github.com/ensure-user/ensure-user"
 // Engine. A provider that switches, because Wire binds at compile time and
 // staging swaps the transport by configuration.
 func NewEngineBus(cfg config.Config, log *zap.Logger, reg prometheus.Registerer, t *oteltrace.Tracing) (EngineBus, func(), error) {
-	switch cfg.Engine.Transport {
+	switch cfg.Transport {
 	case config.TransportMemory:
-		bus, cleanup, err := membus.New(cfg.Engine, log, reg)
+		bus, cleanup, err := membus.New(membus.Config{ReplyTo: cfg.Bus.ReplyStreamName()}, log, reg)
 		if err != nil {
 			return EngineBus{}, nil, fmt.Errorf("memory bus: %w", err)
 		}
@@ -116,7 +116,7 @@ func NewEngineBus(cfg config.Config, log *zap.Logger, reg prometheus.Registerer,
 		if tr := tracerOf(t, scope+"/adapters/redisbus"); tr != nil {
 			opts = append(opts, redisbus.WithTracing(tr, t.Propagator()))
 		}
-		bus, stop, err := redisbus.New(cfg.Engine, log, client, reg, opts...)
+		bus, stop, err := redisbus.New(cfg.Bus, log, client, reg, opts...)
 		if err != nil {
 			closeClient()
 			return EngineBus{}, nil, fmt.Errorf("redis streams bus: %w", err)
@@ -126,12 +126,12 @@ func NewEngineBus(cfg config.Config, log *zap.Logger, reg prometheus.Registerer,
 			closeClient()
 		}, nil
 	}
-	return EngineBus{}, nil, fmt.Errorf("ENGINE_TRANSPORT: unknown transport %q", cfg.Engine.Transport)
+	return EngineBus{}, nil, fmt.Errorf("ENGINE_TRANSPORT: unknown transport %q", cfg.Transport)
 }
 
-// NewUseCase builds the use case from the Engine settings.
-func NewUseCase(cfg config.Engine, v ports.TokenVerifier, bus ports.EngineBus, clock ports.Clock) *ensureuser.UseCase {
-	return ensureuser.New(ensureuser.Config{ReplyTimeout: cfg.ReplyTimeout, MaxWaiting: cfg.MaxWaiting, Coalesce: cfg.Coalesce}, v, bus, clock)
+// NewUseCase builds the use case.
+func NewUseCase(cfg ensureuser.Config, v ports.TokenVerifier, bus ports.EngineBus, clock ports.Clock) *ensureuser.UseCase {
+	return ensureuser.New(cfg, v, bus, clock)
 }
 
 // NewProbes lists what /readyz checks: a usable key set, and the bus.
@@ -145,7 +145,7 @@ func NewProbes(v *jwksauth.Verifier, bus EngineBus) []echohttp.Probe {
 // NewServer builds the HTTP server.
 func NewServer(cfg config.Config, log *zap.Logger, uc echohttp.EnsureUser, probes []echohttp.Probe, reg *prometheus.Registry, t *oteltrace.Tracing) (*echohttp.Server, error) {
 	opts := echohttp.Options{
-		ReplyTimeout: cfg.Engine.ReplyTimeout,
+		ReplyTimeout: cfg.UseCase.ReplyTimeout,
 		Probes:       probes,
 		Registry:     reg,
 		OpenAPI:      api.OpenAPI,

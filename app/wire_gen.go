@@ -18,16 +18,16 @@ import (
 // work (reply reader, key refresher) and closes Redis; call it after Serve
 // has returned.
 func Build(cfg config.Config, log *zap.Logger) (*App, func(), error) {
-	http := cfg.HTTP
-	engine := cfg.Engine
-	auth := cfg.Auth
+	echohttpConfig := cfg.HTTP
+	ensureuserConfig := cfg.UseCase
+	jwksauthConfig := cfg.Auth
 	clock := sysclock.New()
 	registry := NewRegistry()
 	tracing, cleanup, err := NewTracing(cfg, log, registry)
 	if err != nil {
 		return nil, nil, err
 	}
-	verifier, cleanup2, err := NewVerifier(auth, log, clock, registry, tracing)
+	verifier, cleanup2, err := NewVerifier(jwksauthConfig, log, clock, registry, tracing)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
@@ -39,7 +39,7 @@ func Build(cfg config.Config, log *zap.Logger) (*App, func(), error) {
 		return nil, nil, err
 	}
 	portsEngineBus := engineBus.Bus
-	useCase := NewUseCase(engine, verifier, portsEngineBus, clock)
+	useCase := NewUseCase(ensureuserConfig, verifier, portsEngineBus, clock)
 	ensureUser, err := NewInstrumented(useCase, registry, tracing)
 	if err != nil {
 		cleanup3()
@@ -55,7 +55,7 @@ func Build(cfg config.Config, log *zap.Logger) (*App, func(), error) {
 		cleanup()
 		return nil, nil, err
 	}
-	app := NewApp(http, log, server)
+	app := NewApp(echohttpConfig, log, server)
 	return app, func() {
 		cleanup3()
 		cleanup2()

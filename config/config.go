@@ -1,29 +1,38 @@
-// Package config turns environment variables (and matching command-line flags)
-// into one typed, validated Config for the whole service. Load is pure: it reads
-// only through the lookup function it is given, so tests need no environment.
+// Package config maps environment variables (and matching command-line
+// flags) into the configuration types the adapters own (echohttp.Config,
+// redisbus.Config, jwksauth.Config, ...) and reports every problem at once,
+// each naming its variable. The rules are the adapters': config knows only
+// which variable fills which field, and the few rules that span adapters.
+// Load is pure: it reads only through the lookup function it is given, so
+// tests need no environment.
 package config
 
 import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/ensure-user/ensure-user/adapters/echohttp"
+	"github.com/ensure-user/ensure-user/adapters/jwksauth"
 	"github.com/ensure-user/ensure-user/adapters/oteltrace"
+	"github.com/ensure-user/ensure-user/adapters/redisbus"
+	"github.com/ensure-user/ensure-user/domain/ensureuser"
+	"github.com/ensure-user/ensure-user/internal/setting"
+	"github.com/ensure-user/ensure-user/internal/zaplog"
 )
 
-// Config is the whole service configuration, one sub-struct per adapter.
+// Config is the whole service configuration: each adapter's own type.
 type Config struct {
-	HTTP    HTTP
-	Redis   Redis
-	Auth    Auth
-	Engine  Engine
-	Log     Log
-	Tracing oteltrace.Config // the standard OTEL_* variables; off without an endpoint
+	HTTP      echohttp.Config
+	Redis     redisbus.ConnConfig
+	Auth      jwksauth.Config
+	Bus       redisbus.Config   // the Engine bus over Redis Streams
+	UseCase   ensureuser.Config // the reply wait, the cap on waiting requests, coalescing
+	Transport string            // ENGINE_TRANSPORT: TransportRedis or TransportMemory
+	Log       zaplog.Config
+	Tracing   oteltrace.Config // the standard OTEL_* variables; off without an endpoint
 
 	effective map[string]string // variable -> value in force, secrets redacted
 }
@@ -32,90 +41,10 @@ type Config struct {
 // secrets redacted: what the service logs at start.
 func (c Config) Effective() map[string]string { return c.effective }
 
-// HTTP configures the Echo server.
-type HTTP struct {
-	Addr            string        // HTTP_ADDR
-	MetricsAddr     string        // METRICS_ADDR: serve /metrics there instead of on Addr
-	ShutdownDelay   time.Duration // SHUTDOWN_DELAY: readiness is 503 this long before the listener closes
-	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT: bound of the drain of in-flight requests
-	MaxHeaderBytes  int           // HTTP_MAX_HEADER_BYTES: larger request headers get 431
-	MaxConnections  int           // HTTP_MAX_CONNECTIONS: open client connections at most; 0: from the open-file limit
-	CORSOrigins     []string      // CORS_ALLOWED_ORIGINS: empty turns CORS off
-	ParkAbove       int           // HTTP_PARK_ABOVE: beyond this many waits in place, park waits; beyond this many connections in the HTTP server, park idle ones; -1: never
-	// ReadHeaderTimeout (HTTP_READ_HEADER_TIMEOUT) bounds reading a
-	// request's headers, from when the server starts to read them; the
-	// whole request gets 5 s more.
-	ReadHeaderTimeout time.Duration
-}
-
-// Redis configures the connection used by the Redis Streams bus.
-type Redis struct {
-	URL      Secret // REDIS_URL; may carry a password, so it is redacted in logs
-	CAFile   string // REDIS_TLS_CA_FILE: PEM roots for rediss://
-	CertFile string // REDIS_TLS_CERT_FILE: client certificate (mutual TLS)
-	KeyFile  string // REDIS_TLS_KEY_FILE: client key (mutual TLS)
-
-	MaxFlushDelay time.Duration // REDIS_MAX_FLUSH_DELAY: rueidis' pause after a write, to send more commands per write
-}
-
-// Auth configures token verification (JWKS and legacy HS256).
-type Auth struct {
-	JWKSURL              string        // JWKS_URL: https://, http:// (loopback unless AllowHTTP) or file://
-	Refresh              time.Duration // JWKS_REFRESH
-	MinRefresh           time.Duration // JWKS_MIN_REFRESH: unknown-kid refresh rate limit, start-up backoff cap
-	AllowHTTP            bool          // JWKS_ALLOW_HTTP
-	CAFile               string        // JWKS_CA_FILE: PEM roots for an https:// JWKS_URL
-	Timeout              time.Duration // JWKS_TIMEOUT: bound of one key set fetch
-	HS256Secret          Secret        // JWT_HS256_SECRET, at least 32 bytes
-	Issuer               string        // JWT_ISSUER; "*" disables the check
-	Audience             string        // JWT_AUDIENCE; "*" disables the check
-	Algorithms           []string      // JWT_ALGORITHMS; empty: the algorithms the keys imply
-	Leeway               time.Duration // JWT_LEEWAY, at most MaxLeeway
-	RequireExp           bool          // JWT_REQUIRE_EXP
-	UserIDClaims         []string      // JWT_USER_ID_CLAIMS, first present non-null wins
-	EmailClaim           string        // JWT_EMAIL_CLAIM
-	RequireVerifiedEmail bool          // JWT_REQUIRE_VERIFIED_EMAIL
-}
-
-// Engine configures the Engine bus and the use case's wait.
-type Engine struct {
-	Transport     string        // ENGINE_TRANSPORT: TransportRedis or TransportMemory
-	RequestStream string        // ENGINE_REQUEST_STREAM
-	ReplyStream   string        // ENGINE_REPLY_STREAM
-	ReplyTimeout  time.Duration // ENGINE_REPLY_TIMEOUT
-	SendTimeout   time.Duration // ENGINE_SEND_TIMEOUT: bound of one XADD (and the bus's other single commands), capped by ReplyTimeout
-	// SendBatchWindow (ENGINE_SEND_BATCH_WINDOW) is how long an XADD may
-	// wait for others to share its write while the service is busy; 0
-	// writes each at once.
-	SendBatchWindow time.Duration
-	RequestMaxLen   int64  // ENGINE_REQUEST_MAXLEN, approximate (MAXLEN ~)
-	MaxWaiting      int    // ENGINE_MAX_WAITING
-	Coalesce        bool   // ENGINE_COALESCE: concurrent requests for one user share one command
-	DurableSend     string // ENGINE_DURABLE_SEND: DurableOff, DurableAOF or DurableReplica
-	InstanceID      string // INSTANCE_ID: replaces {instance} in ReplyStream; default hostname-pid
-}
-
-// Durability modes of ENGINE_DURABLE_SEND.
-const (
-	DurableOff     = "off"
-	DurableAOF     = "aof"     // WAITAOF after XADD: on the master's disk
-	DurableReplica = "replica" // WAIT after XADD: on at least one replica
-)
-
-// InstancePlaceholder in ENGINE_REPLY_STREAM is replaced, braces and all, by
-// the instance id, giving each instance its own reply stream.
-const InstancePlaceholder = "{instance}"
-
-// ReplyStreamName is the reply stream this instance reads: ReplyStream with
-// InstancePlaceholder replaced by InstanceID.
-func (e Engine) ReplyStreamName() string {
-	return strings.ReplaceAll(e.ReplyStream, InstancePlaceholder, e.InstanceID)
-}
-
-// WithInstanceID returns c with Engine.InstanceID defaulted to host-pid when
+// WithInstanceID returns c with Bus.InstanceID defaulted to host-pid when
 // INSTANCE_ID was not set; characters an id may not hold become '-'.
 func (c Config) WithInstanceID(host string, pid int) Config {
-	if c.Engine.InstanceID != "" {
+	if c.Bus.InstanceID != "" {
 		return c
 	}
 	clean := strings.Map(func(r rune) rune {
@@ -127,26 +56,11 @@ func (c Config) WithInstanceID(host string, pid int) Config {
 	if clean == "" {
 		clean = "instance"
 	}
-	c.Engine.InstanceID = clean + "-" + strconv.Itoa(pid)
+	c.Bus.InstanceID = clean + "-" + strconv.Itoa(pid)
 	if c.effective != nil {
-		c.effective["INSTANCE_ID"] = c.Engine.InstanceID
+		c.effective["INSTANCE_ID"] = c.Bus.InstanceID
 	}
 	return c
-}
-
-// PerInstanceReplies reports whether each instance has its own reply stream.
-func (e Engine) PerInstanceReplies() bool {
-	return strings.Contains(e.ReplyStream, InstancePlaceholder)
-}
-
-// Log configures zap.
-type Log struct {
-	Level  string // LOG_LEVEL: debug, info, warn, error
-	Format string // LOG_FORMAT: json or console
-	// FlushInterval (LOG_FLUSH_INTERVAL) buffers log lines and writes them
-	// at least this often (and when 256 KiB are pending, at a warn or worse
-	// line, and at exit); 0 writes every line at once.
-	FlushInterval time.Duration
 }
 
 // Engine transports.
@@ -155,42 +69,11 @@ const (
 	TransportMemory = "memory"
 )
 
-// Limits enforced by Validate.
-const (
-	MaxLeeway       = 5 * time.Minute
-	MinHS256Secret  = 32
-	WildcardDisable = "*" // JWT_ISSUER / JWT_AUDIENCE value that turns the check off
-)
-
-// Secret is a string that never prints: String, GoString and MarshalText all
-// redact it, so a Config can be logged whole.
-type Secret string
-
-// String redacts the secret.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return "[redacted]"
-}
-
-// GoString redacts the secret in %#v.
-func (s Secret) GoString() string { return strconv.Quote(s.String()) }
-
-// MarshalText redacts the secret in JSON and zap's reflection encoder.
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// Reveal returns the secret itself, for the one adapter that needs it.
-func (s Secret) Reveal() string { return string(s) }
+// Secret is a value that never prints (see setting.Secret).
+type Secret = setting.Secret
 
 // RedactedURL returns u with any password replaced, for logs.
-func RedactedURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "[unparsable URL]"
-	}
-	return p.Redacted()
-}
+func RedactedURL(u string) string { return setting.RedactedURL(u) }
 
 // Var describes one configuration variable.
 type Var struct {
@@ -259,7 +142,7 @@ var serviceVars = []Var{
 	{"ENGINE_REQUEST_MAXLEN", "1000000", "approximate length cap of the request stream (MAXLEN ~)"},
 	{"ENGINE_MAX_WAITING", "20000", "requests waiting at once beyond which new ones get 503 busy"},
 	{"ENGINE_COALESCE", "false", "concurrent requests for the same user share one in-flight command (off: every call sends)"},
-	{"ENGINE_DURABLE_SEND", DurableOff, "after XADD wait until the command is on disk (aof, Redis >= 7.2) or on a replica (replica); off"},
+	{"ENGINE_DURABLE_SEND", redisbus.DurableOff, "after XADD wait until the command is on disk (aof, Redis >= 7.2) or on a replica (replica); off"},
 	{"INSTANCE_ID", "", "this instance's id for {instance} in ENGINE_REPLY_STREAM (default hostname-pid)"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "json", "json or console"},
@@ -302,7 +185,7 @@ func WithFlags(fs *flag.FlagSet, args []string, env Lookup) (Lookup, []string, e
 func Load(lookup Lookup) (Config, error) {
 	p := NewParser(lookup, Vars)
 	c := Config{
-		HTTP: HTTP{
+		HTTP: echohttp.Config{
 			Addr:              p.Str("HTTP_ADDR"),
 			MetricsAddr:       p.Str("METRICS_ADDR"),
 			ShutdownDelay:     p.Duration("SHUTDOWN_DELAY"),
@@ -313,15 +196,14 @@ func Load(lookup Lookup) (Config, error) {
 			CORSOrigins:       p.List("CORS_ALLOWED_ORIGINS"),
 			ParkAbove:         p.Int("HTTP_PARK_ABOVE"),
 		},
-		Redis: Redis{
-			URL:      Secret(p.Str("REDIS_URL")),
-			CAFile:   p.Str("REDIS_TLS_CA_FILE"),
-			CertFile: p.Str("REDIS_TLS_CERT_FILE"),
-			KeyFile:  p.Str("REDIS_TLS_KEY_FILE"),
-
+		Redis: redisbus.ConnConfig{
+			URL:           Secret(p.Str("REDIS_URL")),
+			CAFile:        p.Str("REDIS_TLS_CA_FILE"),
+			CertFile:      p.Str("REDIS_TLS_CERT_FILE"),
+			KeyFile:       p.Str("REDIS_TLS_KEY_FILE"),
 			MaxFlushDelay: p.Duration("REDIS_MAX_FLUSH_DELAY"),
 		},
-		Auth: Auth{
+		Auth: jwksauth.Config{
 			JWKSURL:              p.Str("JWKS_URL"),
 			Refresh:              p.Duration("JWKS_REFRESH"),
 			MinRefresh:           p.Duration("JWKS_MIN_REFRESH"),
@@ -338,20 +220,24 @@ func Load(lookup Lookup) (Config, error) {
 			EmailClaim:           p.Str("JWT_EMAIL_CLAIM"),
 			RequireVerifiedEmail: p.Bool("JWT_REQUIRE_VERIFIED_EMAIL"),
 		},
-		Engine: Engine{
-			Transport:       p.Str("ENGINE_TRANSPORT"),
+		Bus: redisbus.Config{
 			RequestStream:   p.Str("ENGINE_REQUEST_STREAM"),
 			ReplyStream:     p.Str("ENGINE_REPLY_STREAM"),
+			InstanceID:      p.Str("INSTANCE_ID"),
 			ReplyTimeout:    p.Duration("ENGINE_REPLY_TIMEOUT"),
 			SendTimeout:     p.Duration("ENGINE_SEND_TIMEOUT"),
 			SendBatchWindow: p.Duration("ENGINE_SEND_BATCH_WINDOW"),
 			RequestMaxLen:   int64(p.Int("ENGINE_REQUEST_MAXLEN")),
 			MaxWaiting:      p.Int("ENGINE_MAX_WAITING"),
-			Coalesce:        p.Bool("ENGINE_COALESCE"),
 			DurableSend:     p.Str("ENGINE_DURABLE_SEND"),
-			InstanceID:      p.Str("INSTANCE_ID"),
 		},
-		Log: Log{Level: p.Str("LOG_LEVEL"), Format: p.Str("LOG_FORMAT"), FlushInterval: p.Duration("LOG_FLUSH_INTERVAL")},
+		UseCase: ensureuser.Config{
+			ReplyTimeout: p.Duration("ENGINE_REPLY_TIMEOUT"),
+			MaxWaiting:   p.Int("ENGINE_MAX_WAITING"),
+			Coalesce:     p.Bool("ENGINE_COALESCE"),
+		},
+		Transport: p.Str("ENGINE_TRANSPORT"),
+		Log:       zaplog.Config{Level: p.Str("LOG_LEVEL"), Format: p.Str("LOG_FORMAT"), FlushInterval: p.Duration("LOG_FLUSH_INTERVAL")},
 	}
 	c.effective = p.Seen(secretVars)
 	errs := p.Errs()
@@ -363,7 +249,7 @@ func Load(lookup Lookup) (Config, error) {
 	for _, v := range oteltrace.Vars {
 		if raw, ok := lookup(v.Name); ok {
 			if v.Secret && raw != "" {
-				raw = "REDACTED"
+				raw = Secret(raw).String()
 			}
 			c.effective[v.Name] = raw
 		}
@@ -374,158 +260,99 @@ func Load(lookup Lookup) (Config, error) {
 	return c, errors.Join(errs...)
 }
 
-// Validate reports every problem with c, each naming its variable.
+// Which variable fills which field of each adapter's Config, to name the
+// variable in the adapter's problems.
+var (
+	httpVars = map[string]string{
+		"Addr": "HTTP_ADDR", "MetricsAddr": "METRICS_ADDR", "ShutdownDelay": "SHUTDOWN_DELAY",
+		"ShutdownTimeout": "SHUTDOWN_TIMEOUT", "MaxHeaderBytes": "HTTP_MAX_HEADER_BYTES",
+		"ReadHeaderTimeout": "HTTP_READ_HEADER_TIMEOUT", "MaxConnections": "HTTP_MAX_CONNECTIONS",
+		"CORSOrigins": "CORS_ALLOWED_ORIGINS", "ParkAbove": "HTTP_PARK_ABOVE",
+	}
+	redisVars = map[string]string{
+		"URL": "REDIS_URL", "CAFile": "REDIS_TLS_CA_FILE", "CertFile": "REDIS_TLS_CERT_FILE",
+		"KeyFile": "REDIS_TLS_KEY_FILE", "MaxFlushDelay": "REDIS_MAX_FLUSH_DELAY",
+	}
+	authVars = map[string]string{
+		"JWKSURL": "JWKS_URL", "Refresh": "JWKS_REFRESH", "MinRefresh": "JWKS_MIN_REFRESH",
+		"AllowHTTP": "JWKS_ALLOW_HTTP", "CAFile": "JWKS_CA_FILE", "Timeout": "JWKS_TIMEOUT",
+		"HS256Secret": "JWT_HS256_SECRET", "Issuer": "JWT_ISSUER", "Audience": "JWT_AUDIENCE",
+		"Algorithms": "JWT_ALGORITHMS", "Leeway": "JWT_LEEWAY", "RequireExp": "JWT_REQUIRE_EXP",
+		"UserIDClaims": "JWT_USER_ID_CLAIMS", "EmailClaim": "JWT_EMAIL_CLAIM",
+		"RequireVerifiedEmail": "JWT_REQUIRE_VERIFIED_EMAIL",
+	}
+	busVars = map[string]string{
+		"RequestStream": "ENGINE_REQUEST_STREAM", "ReplyStream": "ENGINE_REPLY_STREAM", "InstanceID": "INSTANCE_ID",
+		"ReplyTimeout": "ENGINE_REPLY_TIMEOUT", "SendTimeout": "ENGINE_SEND_TIMEOUT",
+		"SendBatchWindow": "ENGINE_SEND_BATCH_WINDOW", "RequestMaxLen": "ENGINE_REQUEST_MAXLEN",
+		"MaxWaiting": "ENGINE_MAX_WAITING", "DurableSend": "ENGINE_DURABLE_SEND",
+	}
+	logVars = map[string]string{"Level": "LOG_LEVEL", "Format": "LOG_FORMAT", "FlushInterval": "LOG_FLUSH_INTERVAL"}
+)
+
+// named turns an adapter's problems into errors naming their variables.
+func named(problems setting.Problems, vars map[string]string) []error {
+	var errs []error
+	for _, p := range problems {
+		name, ok := vars[p.Field]
+		if !ok {
+			name = p.Field // a field no variable fills: a programming error the tests catch
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", name, p.Message))
+	}
+	return errs
+}
+
+// Validate reports every problem with c, each naming its variable: the
+// adapters' own, then the rules that span adapters.
 func (c Config) Validate() []error {
 	var errs []error
+	errs = append(errs, named(c.HTTP.Validate(), httpVars)...)
+	errs = append(errs, named(c.Auth.Validate(), authVars)...)
+	errs = append(errs, named(c.Log.Validate(), logVars)...)
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{name}, args...)...))
 	}
-	if c.HTTP.Addr == "" {
-		bad("HTTP_ADDR", "must not be empty")
-	}
-	if c.HTTP.ShutdownDelay < 0 {
-		bad("SHUTDOWN_DELAY", "must not be negative")
-	}
-	if c.HTTP.ShutdownTimeout <= c.Engine.ReplyTimeout {
-		bad("SHUTDOWN_TIMEOUT", "must be longer than ENGINE_REPLY_TIMEOUT (%s), or in-flight requests are cut", c.Engine.ReplyTimeout)
-	}
-	if c.HTTP.ReadHeaderTimeout < time.Second || c.HTTP.ReadHeaderTimeout > 5*time.Minute {
+	if c.HTTP.ReadHeaderTimeout == 0 { // the adapter reads 0 as its default; a variable set to 0s is a mistake
 		bad("HTTP_READ_HEADER_TIMEOUT", "must be between 1s and 5m")
 	}
-	if c.HTTP.MaxHeaderBytes < 1024 || c.HTTP.MaxHeaderBytes > 1<<20 {
-		bad("HTTP_MAX_HEADER_BYTES", "must be between 1024 and 1048576")
+	if c.HTTP.ShutdownTimeout <= c.UseCase.ReplyTimeout {
+		bad("SHUTDOWN_TIMEOUT", "must be longer than ENGINE_REPLY_TIMEOUT (%s), or in-flight requests are cut", c.UseCase.ReplyTimeout)
 	}
-	if c.HTTP.MaxConnections < 0 {
-		bad("HTTP_MAX_CONNECTIONS", "must not be negative")
-	}
-	if c.Redis.MaxFlushDelay < 0 || c.Redis.MaxFlushDelay > 10*time.Millisecond {
-		bad("REDIS_MAX_FLUSH_DELAY", "must be between 0 and 10ms")
-	}
-	if c.HTTP.ParkAbove < -1 {
-		bad("HTTP_PARK_ABOVE", "must be -1 (never park), 0 (park every wait) or a positive count")
-	}
-	for _, o := range c.HTTP.CORSOrigins {
-		if u, err := url.Parse(o); o != "*" && (err != nil || u.Scheme == "" || u.Host == "") {
-			bad("CORS_ALLOWED_ORIGINS", "%q is not an origin (scheme://host[:port]) or *", o)
-		}
-	}
-	a := c.Auth
-	if a.JWKSURL == "" && a.HS256Secret == "" {
-		bad("JWKS_URL", "set JWKS_URL, JWT_HS256_SECRET, or both")
-	}
-	if a.JWKSURL != "" {
-		if err := checkJWKSURL(a.JWKSURL, a.AllowHTTP); err != nil {
-			bad("JWKS_URL", "%v", err)
-		}
-		if a.Issuer == "" {
-			bad("JWT_ISSUER", "required with JWKS_URL (use * to disable the check explicitly)")
-		}
-		if a.Audience == "" {
-			bad("JWT_AUDIENCE", "required with JWKS_URL (use * to disable the check explicitly)")
-		}
-	}
-	if a.HS256Secret != "" && len(a.HS256Secret) < MinHS256Secret {
-		bad("JWT_HS256_SECRET", "must be at least %d bytes", MinHS256Secret)
-	}
-	if a.Refresh <= 0 {
-		bad("JWKS_REFRESH", "must be positive")
-	}
-	if a.MinRefresh <= 0 {
-		bad("JWKS_MIN_REFRESH", "must be positive")
-	}
-	if a.Timeout <= 0 {
-		bad("JWKS_TIMEOUT", "must be positive")
-	}
-	if (c.Redis.CertFile == "") != (c.Redis.KeyFile == "") {
-		bad("REDIS_TLS_CERT_FILE", "REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
-	}
-	if a.Leeway < 0 || a.Leeway > MaxLeeway {
-		bad("JWT_LEEWAY", "must be between 0 and %s", MaxLeeway)
-	}
-	for _, alg := range a.Algorithms {
-		if !knownAlgorithm(alg) {
-			bad("JWT_ALGORITHMS", "unsupported algorithm %q", alg)
-		}
-	}
-	if len(a.UserIDClaims) == 0 {
-		bad("JWT_USER_ID_CLAIMS", "must name at least one claim")
-	}
-	if a.EmailClaim == "" {
-		bad("JWT_EMAIL_CLAIM", "must not be empty")
-	}
-	e := c.Engine
-	switch e.Transport {
-	case TransportRedis:
-		if c.Redis.URL == "" {
-			bad("REDIS_URL", "required with ENGINE_TRANSPORT=%s", TransportRedis)
-		} else if err := checkRedisURL(c.Redis.URL.Reveal()); err != nil {
-			bad("REDIS_URL", "%v", err)
-		}
-	case TransportMemory:
-	default:
-		bad("ENGINE_TRANSPORT", "must be %s or %s, not %q", TransportRedis, TransportMemory, e.Transport)
-	}
-	if e.RequestStream == "" {
-		bad("ENGINE_REQUEST_STREAM", "must not be empty")
-	}
-	if e.ReplyStream == "" {
-		bad("ENGINE_REPLY_STREAM", "must not be empty")
-	}
-	if e.RequestStream != "" && e.RequestStream == e.ReplyStream {
-		bad("ENGINE_REPLY_STREAM", "must differ from ENGINE_REQUEST_STREAM")
-	}
-	if e.ReplyTimeout <= 0 {
+	if c.UseCase.ReplyTimeout <= 0 {
 		bad("ENGINE_REPLY_TIMEOUT", "must be positive")
 	}
-	if e.SendBatchWindow < 0 || e.SendBatchWindow > 100*time.Millisecond {
-		bad("ENGINE_SEND_BATCH_WINDOW", "must be between 0 (off) and 100ms")
-	}
-	if e.SendTimeout < 10*time.Millisecond || e.SendTimeout > time.Minute {
-		bad("ENGINE_SEND_TIMEOUT", "must be between 10ms and 1m")
-	}
-	if e.RequestMaxLen <= 0 {
-		bad("ENGINE_REQUEST_MAXLEN", "must be positive")
-	}
-	if e.MaxWaiting <= 0 {
+	if c.UseCase.MaxWaiting <= 0 {
 		bad("ENGINE_MAX_WAITING", "must be positive")
 	}
-	switch e.DurableSend {
-	case DurableOff, DurableAOF, DurableReplica:
+	switch c.Transport {
+	case TransportRedis:
+		errs = append(errs, named(c.Redis.Validate(), redisVars)...)
+	case TransportMemory:
+		if c.Bus.DurableSend != redisbus.DurableOff {
+			bad("ENGINE_DURABLE_SEND", "needs ENGINE_TRANSPORT=%s", TransportRedis)
+		}
 	default:
-		bad("ENGINE_DURABLE_SEND", "must be off, aof or replica, not %q", e.DurableSend)
+		bad("ENGINE_TRANSPORT", "must be %s or %s, not %q", TransportRedis, TransportMemory, c.Transport)
 	}
-	if e.DurableSend != DurableOff && e.Transport != TransportRedis {
-		bad("ENGINE_DURABLE_SEND", "needs ENGINE_TRANSPORT=%s", TransportRedis)
+	// The bus's rules hold whatever the transport: the in-memory bus names
+	// its reply stream the same way, and a staging setup swaps transports.
+	// INSTANCE_ID defaults to host-pid after Load (WithInstanceID).
+	bus := c.Bus
+	if bus.InstanceID == "" {
+		bus.InstanceID = "host-1"
 	}
-	if strings.ContainsAny(e.InstanceID, "{}") || strings.ContainsFunc(e.InstanceID, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		bad("INSTANCE_ID", "must not contain braces, blanks or control characters")
-	}
-	if e.PerInstanceReplies() && strings.Count(e.ReplyStream, InstancePlaceholder) != 1 {
-		bad("ENGINE_REPLY_STREAM", "may contain %s once", InstancePlaceholder)
-	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("LOG_LEVEL", "must be debug, info, warn or error, not %q", c.Log.Level)
-	}
-	switch c.Log.Format {
-	case "json", "console":
-	default:
-		bad("LOG_FORMAT", "must be json or console, not %q", c.Log.Format)
-	}
-	if c.Log.FlushInterval < 0 || c.Log.FlushInterval > time.Minute {
-		bad("LOG_FLUSH_INTERVAL", "must be between 0s and 1m")
-	}
+	errs = append(errs, named(bus.Validate(), busVars)...)
 	return errs
 }
 
 // Warnings lists settings that are valid but weaken security, for start-up logs.
 func (c Config) Warnings() []string {
 	var w []string
-	if c.Auth.Issuer == WildcardDisable {
+	if c.Auth.Issuer == jwksauth.WildcardDisable {
 		w = append(w, "JWT_ISSUER=* : the token issuer is not checked")
 	}
-	if c.Auth.Audience == WildcardDisable {
+	if c.Auth.Audience == jwksauth.WildcardDisable {
 		w = append(w, "JWT_AUDIENCE=* : the token audience is not checked")
 	}
 	if !c.Auth.RequireExp {
@@ -534,66 +361,9 @@ func (c Config) Warnings() []string {
 	return w
 }
 
-func checkJWKSURL(raw string, allowHTTP bool) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("not a URL: %v", err)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !allowHTTP && !IsLoopbackHost(u.Hostname()) {
-			return fmt.Errorf("http:// is allowed only for loopback hosts unless JWKS_ALLOW_HTTP=true")
-		}
-	case "file":
-		if u.Path == "" {
-			return fmt.Errorf("file:// URL without a path")
-		}
-		return nil
-	default:
-		return fmt.Errorf("scheme must be https, http or file, not %q", u.Scheme)
-	}
-	if u.Host == "" {
-		return fmt.Errorf("missing host")
-	}
-	return nil
-}
-
-func checkRedisURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("not a URL (%s)", RedactedURL(raw))
-	}
-	switch u.Scheme {
-	case "redis", "rediss", "unix", "valkey", "valkeys":
-		return nil
-	}
-	return fmt.Errorf("scheme must be redis, rediss or unix, not %q", u.Scheme)
-}
-
-// IsLoopbackHost reports whether host names the local machine: localhost or a
-// loopback IP literal.
-func IsLoopbackHost(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-var algorithms = []string{
-	"RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-	"ES256", "ES384", "ES512", "EdDSA", "HS256",
-}
-
-func knownAlgorithm(alg string) bool {
-	for _, a := range algorithms {
-		if a == alg {
-			return true
-		}
-	}
-	return false
-}
+// IsLoopbackHost reports whether host names the local machine (see
+// setting.IsLoopbackHost).
+func IsLoopbackHost(host string) bool { return setting.IsLoopbackHost(host) }
 
 // secretVars are redacted in Effective.
 var secretVars = map[string]func(string) string{

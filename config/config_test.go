@@ -48,13 +48,13 @@ func TestLoadDefaults(t *testing.T) {
 		{"JWT_USER_ID_CLAIMS", strings.Join(c.Auth.UserIDClaims, ","), "userId,sub"},
 		{"JWT_EMAIL_CLAIM", c.Auth.EmailClaim, "email"},
 		{"JWT_REQUIRE_VERIFIED_EMAIL", c.Auth.RequireVerifiedEmail, true},
-		{"ENGINE_TRANSPORT", c.Engine.Transport, "redis-streams"},
-		{"ENGINE_REQUEST_STREAM", c.Engine.RequestStream, "engine:requests"},
-		{"ENGINE_REPLY_STREAM", c.Engine.ReplyStream, "engine:replies"},
-		{"ENGINE_REPLY_TIMEOUT", c.Engine.ReplyTimeout, 5 * time.Second},
-		{"ENGINE_SEND_TIMEOUT", c.Engine.SendTimeout, 2 * time.Second},
-		{"ENGINE_REQUEST_MAXLEN", c.Engine.RequestMaxLen, int64(1000000)},
-		{"ENGINE_MAX_WAITING", c.Engine.MaxWaiting, 20000},
+		{"ENGINE_TRANSPORT", c.Transport, "redis-streams"},
+		{"ENGINE_REQUEST_STREAM", c.Bus.RequestStream, "engine:requests"},
+		{"ENGINE_REPLY_STREAM", c.Bus.ReplyStream, "engine:replies"},
+		{"ENGINE_REPLY_TIMEOUT", c.UseCase.ReplyTimeout, 5 * time.Second},
+		{"ENGINE_SEND_TIMEOUT", c.Bus.SendTimeout, 2 * time.Second},
+		{"ENGINE_REQUEST_MAXLEN", c.Bus.RequestMaxLen, int64(1000000)},
+		{"ENGINE_MAX_WAITING", c.UseCase.MaxWaiting, 20000},
 		{"SHUTDOWN_TIMEOUT", c.HTTP.ShutdownTimeout, 15 * time.Second},
 		{"LOG_LEVEL", c.Log.Level, "info"},
 		{"LOG_FORMAT", c.Log.Format, "json"},
@@ -223,8 +223,8 @@ func TestFlagsOverrideEnv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HTTP.Addr != ":2222" || c.Engine.ReplyTimeout != 2*time.Second || c.Log.Level != "debug" {
-		t.Fatalf("got addr %s, timeout %s, level %s", c.HTTP.Addr, c.Engine.ReplyTimeout, c.Log.Level)
+	if c.HTTP.Addr != ":2222" || c.UseCase.ReplyTimeout != 2*time.Second || c.Log.Level != "debug" {
+		t.Fatalf("got addr %s, timeout %s, level %s", c.HTTP.Addr, c.UseCase.ReplyTimeout, c.Log.Level)
 	}
 	if len(rest) != 1 || rest[0] != "extra" {
 		t.Fatalf("rest = %q", rest)
@@ -271,20 +271,20 @@ func TestInstanceReplyStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	c = c.WithInstanceID("web{1} a", 42)
-	if got := c.Engine.ReplyStreamName(); got != "engine:replies:web-1--a-42" {
+	if got := c.Bus.ReplyStreamName(); got != "engine:replies:web-1--a-42" {
 		t.Errorf("ReplyStreamName() = %q", got)
 	}
-	if !c.Engine.PerInstanceReplies() || c.Effective()["INSTANCE_ID"] != "web-1--a-42" {
-		t.Errorf("per-instance %v, effective %q", c.Engine.PerInstanceReplies(), c.Effective()["INSTANCE_ID"])
+	if !c.Bus.PerInstanceReplies() || c.Effective()["INSTANCE_ID"] != "web-1--a-42" {
+		t.Errorf("per-instance %v, effective %q", c.Bus.PerInstanceReplies(), c.Effective()["INSTANCE_ID"])
 	}
 	e["INSTANCE_ID"] = "pod-7"
 	c, _ = config.Load(env(e))
-	if got := c.WithInstanceID("host", 1).Engine.ReplyStreamName(); got != "engine:replies:pod-7" {
+	if got := c.WithInstanceID("host", 1).Bus.ReplyStreamName(); got != "engine:replies:pod-7" {
 		t.Errorf("with INSTANCE_ID: %q", got)
 	}
 	e["ENGINE_REPLY_STREAM"] = "engine:replies"
 	c, _ = config.Load(env(e))
-	if c.Engine.PerInstanceReplies() || c.Engine.ReplyStreamName() != "engine:replies" {
+	if c.Bus.PerInstanceReplies() || c.Bus.ReplyStreamName() != "engine:replies" {
 		t.Error("a stream without the placeholder is shared")
 	}
 }

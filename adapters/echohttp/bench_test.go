@@ -14,7 +14,6 @@ import (
 
 	"github.com/ensure-user/ensure-user/adapters/echohttp"
 	"github.com/ensure-user/ensure-user/adapters/sysclock"
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/domain/ensureuser"
 	"github.com/ensure-user/ensure-user/test/fake"
@@ -59,7 +58,7 @@ func benchServer(b *testing.B) (http.Handler, func()) {
 	enc.TimeKey = "ts"
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
-	s, err := echohttp.New(config.HTTP{Addr: "127.0.0.1:0", MaxHeaderBytes: 16384}, log, uc,
+	s, err := echohttp.New(echohttp.Config{Addr: "127.0.0.1:0", MaxHeaderBytes: 16384}, log, uc,
 		echohttp.Options{ReplyTimeout: 5 * time.Second, Registry: prometheus.NewRegistry()})
 	if err != nil {
 		b.Fatal(err)

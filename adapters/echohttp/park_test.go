@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ensure-user/ensure-user/adapters/echohttp"
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/domain/ensureuser"
 )
@@ -83,8 +82,8 @@ func serveStop(t *testing.T, s *echohttp.Server) (addr string, stop func()) {
 	return ln.Addr().String(), stop
 }
 
-func parkAbove(n int) func(*config.HTTP, *echohttp.Options) {
-	return func(c *config.HTTP, _ *echohttp.Options) { c.ParkAbove = n }
+func parkAbove(n int) func(*echohttp.Config, *echohttp.Options) {
+	return func(c *echohttp.Config, _ *echohttp.Options) { c.ParkAbove = n }
 }
 
 const postEnsure = "POST " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
@@ -138,7 +137,7 @@ func TestParkedAnswersAreTheSame(t *testing.T) {
 		{"engine failed", ensureuser.Result{Sent: true}, domain.ErrEngineFailed},
 		{"internal", ensureuser.Result{}, errors.New("boom")},
 	}
-	cors := func(c *config.HTTP, _ *echohttp.Options) { c.CORSOrigins = []string{"https://app.example"} }
+	cors := func(c *echohttp.Config, _ *echohttp.Options) { c.CORSOrigins = []string{"https://app.example"} }
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -26,8 +26,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/ensure-user/ensure-user/config"
 )
 
 // Routes served by the adapter.
@@ -70,7 +68,7 @@ type Options struct {
 // Server serves the HTTP API. Create it with New; it is safe for concurrent
 // use.
 type Server struct {
-	cfg      config.HTTP
+	cfg      Config
 	log      *zap.Logger
 	reqLog   *zap.Logger // the request lines: without the caller, which is always record
 	uc       EnsureUser
@@ -84,7 +82,10 @@ type Server struct {
 }
 
 // New builds the server; it listens only when Serve is called.
-func New(cfg config.HTTP, log *zap.Logger, uc EnsureUser, opts Options) (*Server, error) {
+func New(cfg Config, log *zap.Logger, uc EnsureUser, opts Options) (*Server, error) {
+	if err := cfg.Validate().Err(); err != nil {
+		return nil, fmt.Errorf("echohttp: %w", err)
+	}
 	s := &Server{cfg: cfg, log: log.Named("http"), uc: uc, opts: opts, stats: newHTTPMetrics()}
 	// Finding the caller walks the stack (about 1.5 us a line); for the
 	// request line it would always name record.

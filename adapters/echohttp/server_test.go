@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ensure-user/ensure-user/adapters/echohttp"
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/domain/ensureuser"
 	"github.com/ensure-user/ensure-user/test/fake"
@@ -47,11 +46,11 @@ func (s *stub) Wait(context.Context, ensureuser.Pending) (ensureuser.Result, err
 	return s.res, s.err
 }
 
-func newServer(t *testing.T, uc echohttp.EnsureUser, mutate ...func(*config.HTTP, *echohttp.Options)) (*echohttp.Server, *observer.ObservedLogs, *prometheus.Registry) {
+func newServer(t *testing.T, uc echohttp.EnsureUser, mutate ...func(*echohttp.Config, *echohttp.Options)) (*echohttp.Server, *observer.ObservedLogs, *prometheus.Registry) {
 	t.Helper()
 	core, logs := observer.New(zap.DebugLevel)
 	reg := prometheus.NewRegistry()
-	cfg := config.HTTP{Addr: "127.0.0.1:0", MaxHeaderBytes: 16384}
+	cfg := echohttp.Config{Addr: "127.0.0.1:0", MaxHeaderBytes: 16384}
 	opts := echohttp.Options{ReplyTimeout: 5 * time.Second, Registry: reg}
 	for _, m := range mutate {
 		m(&cfg, &opts)
@@ -238,7 +237,7 @@ func TestOtherMethodsAndPaths(t *testing.T) {
 
 func TestCORSPreflight(t *testing.T) {
 	t.Parallel()
-	s, _, _ := newServer(t, &stub{res: ensureuser.Result{Outcome: domain.Confirmed}}, func(c *config.HTTP, _ *echohttp.Options) {
+	s, _, _ := newServer(t, &stub{res: ensureuser.Result{Outcome: domain.Confirmed}}, func(c *echohttp.Config, _ *echohttp.Options) {
 		c.CORSOrigins = []string{"https://app.example.com"}
 	})
 	rec := do(s.Handler(), http.MethodOptions, path, map[string]string{
@@ -369,7 +368,7 @@ func toString(v any) string {
 func TestReadyz(t *testing.T) {
 	t.Parallel()
 	var redisErr error = errors.New("dial tcp: connection refused")
-	s, _, _ := newServer(t, &stub{}, func(_ *config.HTTP, o *echohttp.Options) {
+	s, _, _ := newServer(t, &stub{}, func(_ *echohttp.Config, o *echohttp.Options) {
 		o.Probes = []echohttp.Probe{
 			{Name: "jwks", Check: func(context.Context) error { return nil }},
 			{Name: "redis", Check: func(context.Context) error { return redisErr }},
@@ -421,7 +420,7 @@ ensure_user_http_requests_total{method="POST",route="/api/v1/auth/ensure-user",s
 func TestRequestLineHasNoCaller(t *testing.T) {
 	t.Parallel()
 	core, logs := observer.New(zap.DebugLevel)
-	s, err := echohttp.New(config.HTTP{Addr: "127.0.0.1:0", MaxHeaderBytes: 16384}, zap.New(core, zap.AddCaller()),
+	s, err := echohttp.New(echohttp.Config{Addr: "127.0.0.1:0", MaxHeaderBytes: 16384}, zap.New(core, zap.AddCaller()),
 		&stub{res: ensureuser.Result{Outcome: domain.Confirmed}}, echohttp.Options{ReplyTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -438,7 +437,7 @@ func TestRequestLineHasNoCaller(t *testing.T) {
 // after it, well before the 5 s default.
 func TestReadHeaderTimeoutIsConfigured(t *testing.T) {
 	t.Parallel()
-	s, _, _ := newServer(t, &stub{}, func(c *config.HTTP, _ *echohttp.Options) { c.ReadHeaderTimeout = time.Second })
+	s, _, _ := newServer(t, &stub{}, func(c *echohttp.Config, _ *echohttp.Options) { c.ReadHeaderTimeout = time.Second })
 	conn, err := net.Dial("tcp", serve(t, s))
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/test/contract"
 	"github.com/ensure-user/ensure-user/test/testenv"
@@ -13,7 +12,7 @@ import (
 
 // jwksHarness is the contract harness for a verifier loaded from the key set
 // at url, publishing k.es (and k.rs, so that a disallowed algorithm has a key).
-func jwksHarness(t *testing.T, cfg config.Auth) contract.TokenVerifierHarness {
+func jwksHarness(t *testing.T, cfg Config) contract.TokenVerifierHarness {
 	k := testKeys(t)
 	r := loadedRig(t, cfg)
 	wrong := testenv.NewJWKSKey(t, "ES256", k.es.Kid) // same kid, another key

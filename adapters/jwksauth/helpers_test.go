@@ -12,7 +12,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/ports"
 	"github.com/ensure-user/ensure-user/test/fake"
 	"github.com/ensure-user/ensure-user/test/testenv"
@@ -51,9 +50,9 @@ func testKeys(t testing.TB) keys {
 	return sharedKeys
 }
 
-// authConfig is the production default configuration (config.Vars) for url.
-func authConfig(url string) config.Auth {
-	return config.Auth{
+// authConfig is the production default configuration (config.Vars of the service) for url.
+func authConfig(url string) Config {
+	return Config{
 		JWKSURL:              url,
 		Refresh:              10 * time.Minute,
 		MinRefresh:           30 * time.Second,
@@ -77,14 +76,14 @@ type rig struct {
 
 // newRig builds a verifier on a fresh fake clock; New must succeed. The
 // cleanup runs at test end.
-func newRig(t testing.TB, cfg config.Auth) *rig {
+func newRig(t testing.TB, cfg Config) *rig {
 	t.Helper()
 	c := fake.NewClock()
 	return newRigClock(t, cfg, c, c)
 }
 
 // newRigClock builds a verifier reading clk, which is fc or wraps it.
-func newRigClock(t testing.TB, cfg config.Auth, clk ports.Clock, fc *fake.Clock) *rig {
+func newRigClock(t testing.TB, cfg Config, clk ports.Clock, fc *fake.Clock) *rig {
 	t.Helper()
 	r := &rig{clock: fc, reg: prometheus.NewRegistry()}
 	log := zaptest.NewLogger(t)
@@ -130,7 +129,7 @@ func (c recordingClock) nextWait(t testing.TB) time.Duration {
 }
 
 // loadedRig builds a verifier and waits for its first fetch to succeed.
-func loadedRig(t testing.TB, cfg config.Auth) *rig {
+func loadedRig(t testing.TB, cfg Config) *rig {
 	t.Helper()
 	r := newRig(t, cfg)
 	r.awaitFetches(t, 1)

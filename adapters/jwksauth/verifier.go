@@ -20,7 +20,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"sync"
 	"unsafe"
@@ -33,8 +32,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
+	"github.com/ensure-user/ensure-user/internal/setting"
 	"github.com/ensure-user/ensure-user/ports"
 )
 
@@ -68,8 +67,8 @@ var _ ports.TokenVerifier = (*Verifier)(nil)
 // answers domain.ErrVerifierUnavailable for JWKS tokens. The cleanup function
 // stops the background goroutine and waits for it. Metrics are registered on
 // reg; log may be nil.
-func New(cfg config.Auth, log *zap.Logger, clock ports.Clock, reg prometheus.Registerer, opts ...Option) (*Verifier, func(), error) {
-	if err := validate(cfg); err != nil {
+func New(cfg Config, log *zap.Logger, clock ports.Clock, reg prometheus.Registerer, opts ...Option) (*Verifier, func(), error) {
+	if err := cfg.Validate().Err(); err != nil {
 		return nil, nil, fmt.Errorf("jwksauth: %w", err)
 	}
 	if clock == nil {
@@ -128,7 +127,7 @@ func New(cfg config.Auth, log *zap.Logger, clock ports.Clock, reg prometheus.Reg
 		parse:      keyPolicy{allowed: cfg.Algorithms, log: log}.parseKeySet,
 		onChange:   v.cache.purge,
 		clock:      clock,
-		log:        log.With(zap.String("url", config.RedactedURL(cfg.JWKSURL))),
+		log:        log.With(zap.String("url", setting.RedactedURL(cfg.JWKSURL))),
 		m:          m,
 		refresh:    cfg.Refresh,
 		minRefresh: cfg.MinRefresh,
@@ -156,48 +155,10 @@ func New(cfg config.Auth, log *zap.Logger, clock ports.Clock, reg prometheus.Reg
 // checked maps the "*" wildcard to "", which means not checked. (An unset
 // issuer or audience is possible only in HS256-only mode: not checked either.)
 func checked(want string) string {
-	if want == config.WildcardDisable {
+	if want == WildcardDisable {
 		return ""
 	}
 	return want
-}
-
-// validate checks what New relies on; config.Validate reports the same
-// problems with variable names for the operator.
-func validate(cfg config.Auth) error {
-	var errs []error
-	if cfg.JWKSURL == "" && cfg.HS256Secret == "" {
-		errs = append(errs, errors.New("neither a JWKS URL nor an HS256 secret"))
-	}
-	if cfg.HS256Secret != "" && len(cfg.HS256Secret) < config.MinHS256Secret {
-		errs = append(errs, fmt.Errorf("HS256 secret shorter than %d bytes", config.MinHS256Secret))
-	}
-	if cfg.JWKSURL != "" {
-		if u, err := url.Parse(cfg.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "file") {
-			errs = append(errs, errors.New("JWKS URL must be https://, http:// or file://"))
-		}
-		if cfg.Issuer == "" || cfg.Audience == "" {
-			errs = append(errs, errors.New("issuer and audience are required with a JWKS URL (* disables the check)"))
-		}
-		if cfg.Refresh <= 0 || cfg.MinRefresh <= 0 || cfg.Timeout <= 0 {
-			errs = append(errs, errors.New("refresh, min refresh and timeout must be positive"))
-		}
-	}
-	if cfg.Leeway < 0 || cfg.Leeway > config.MaxLeeway {
-		errs = append(errs, fmt.Errorf("leeway must be between 0 and %s", config.MaxLeeway))
-	}
-	for _, a := range cfg.Algorithms {
-		if a != "HS256" && !isAsymmetric(a) {
-			errs = append(errs, fmt.Errorf("unsupported algorithm %q", a))
-		}
-	}
-	if len(cfg.UserIDClaims) == 0 || slices.Contains(cfg.UserIDClaims, "") {
-		errs = append(errs, errors.New("user id claims must be non-empty names"))
-	}
-	if cfg.EmailClaim == "" {
-		errs = append(errs, errors.New("email claim must be named"))
-	}
-	return errors.Join(errs...)
 }
 
 // Ready reports nil once a key set is loaded, or in HS256-only mode;

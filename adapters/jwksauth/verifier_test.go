@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/test/fake"
 	"github.com/ensure-user/ensure-user/test/testenv"
@@ -22,24 +21,24 @@ import (
 
 func TestNewRefusesBadConfig(t *testing.T) {
 	t.Parallel()
-	for name, mutate := range map[string]func(*config.Auth){
-		"nothing_to_verify_with": func(c *config.Auth) { c.JWKSURL = "" },
-		"short_secret":           func(c *config.Auth) { c.HS256Secret = "short" },
-		"scheme":                 func(c *config.Auth) { c.JWKSURL = "ftp://idp.example.com/jwks" },
-		"no_issuer":              func(c *config.Auth) { c.Issuer = "" },
-		"no_audience":            func(c *config.Auth) { c.Audience = "" },
-		"zero_refresh":           func(c *config.Auth) { c.Refresh = 0 },
-		"zero_min_refresh":       func(c *config.Auth) { c.MinRefresh = 0 },
-		"zero_timeout":           func(c *config.Auth) { c.Timeout = 0 },
-		"negative_leeway":        func(c *config.Auth) { c.Leeway = -time.Second },
-		"huge_leeway":            func(c *config.Auth) { c.Leeway = time.Hour },
-		"alg_none":               func(c *config.Auth) { c.Algorithms = []string{"none"} },
-		"alg_hs512":              func(c *config.Auth) { c.Algorithms = []string{"HS512"} },
-		"no_user_id_claim":       func(c *config.Auth) { c.UserIDClaims = nil },
-		"no_email_claim":         func(c *config.Auth) { c.EmailClaim = "" },
-		"missing_ca_file":        func(c *config.Auth) { c.CAFile = "/nonexistent/ca.pem" },
-		"ca_file_without_pem":    func(c *config.Auth) { c.CAFile = "/dev/null" },
-		"file_url_without_path":  func(c *config.Auth) { c.JWKSURL = "file://" },
+	for name, mutate := range map[string]func(*Config){
+		"nothing_to_verify_with": func(c *Config) { c.JWKSURL = "" },
+		"short_secret":           func(c *Config) { c.HS256Secret = "short" },
+		"scheme":                 func(c *Config) { c.JWKSURL = "ftp://idp.example.com/jwks" },
+		"no_issuer":              func(c *Config) { c.Issuer = "" },
+		"no_audience":            func(c *Config) { c.Audience = "" },
+		"zero_refresh":           func(c *Config) { c.Refresh = 0 },
+		"zero_min_refresh":       func(c *Config) { c.MinRefresh = 0 },
+		"zero_timeout":           func(c *Config) { c.Timeout = 0 },
+		"negative_leeway":        func(c *Config) { c.Leeway = -time.Second },
+		"huge_leeway":            func(c *Config) { c.Leeway = time.Hour },
+		"alg_none":               func(c *Config) { c.Algorithms = []string{"none"} },
+		"alg_hs512":              func(c *Config) { c.Algorithms = []string{"HS512"} },
+		"no_user_id_claim":       func(c *Config) { c.UserIDClaims = nil },
+		"no_email_claim":         func(c *Config) { c.EmailClaim = "" },
+		"missing_ca_file":        func(c *Config) { c.CAFile = "/nonexistent/ca.pem" },
+		"ca_file_without_pem":    func(c *Config) { c.CAFile = "/dev/null" },
+		"file_url_without_path":  func(c *Config) { c.JWKSURL = "file://" },
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -137,7 +136,7 @@ func TestWildcardDisablesIssAndAud(t *testing.T) {
 	t.Parallel()
 	k := testKeys(t)
 	cfg := authConfig(testenv.NewJWKSFile(t, k.es).URL)
-	cfg.Issuer, cfg.Audience = config.WildcardDisable, config.WildcardDisable
+	cfg.Issuer, cfg.Audience = WildcardDisable, WildcardDisable
 	r := loadedRig(t, cfg)
 	c := r.claims()
 	delete(c, "iss")

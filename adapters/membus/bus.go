@@ -16,12 +16,18 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ensure-user/ensure-user/adapters/internal/correlate"
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/protocol"
 	"github.com/ensure-user/ensure-user/internal/refengine"
 	"github.com/ensure-user/ensure-user/ports"
 )
+
+// Config is the in-memory bus's configuration.
+type Config struct {
+	// ReplyTo is the reply stream named in each command's replyTo, as the
+	// Redis bus would name it (nothing reads it in memory).
+	ReplyTo string
+}
 
 // Options tune the in-process Engine. The zero value is New's default.
 type Options struct {
@@ -64,12 +70,12 @@ var _ ports.EngineBus = (*Bus)(nil)
 // the bus and waits for those goroutines; after it, Send fails with
 // domain.ErrBusUnavailable. Metrics are registered on reg (nil: none) under
 // the names of correlate.NewMetrics.
-func New(cfg config.Engine, log *zap.Logger, reg prometheus.Registerer) (*Bus, func(), error) {
+func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Bus, func(), error) {
 	return NewWithOptions(cfg, log, reg, Options{})
 }
 
 // NewWithOptions is New with a tuned Engine.
-func NewWithOptions(cfg config.Engine, log *zap.Logger, reg prometheus.Registerer, opts Options) (*Bus, func(), error) {
+func NewWithOptions(cfg Config, log *zap.Logger, reg prometheus.Registerer, opts Options) (*Bus, func(), error) {
 	b, cleanup, err := newBus(cfg, log, reg, opts)
 	if err != nil {
 		return nil, nil, err
@@ -78,10 +84,10 @@ func NewWithOptions(cfg config.Engine, log *zap.Logger, reg prometheus.Registere
 	return b, cleanup, nil
 }
 
-func newBus(cfg config.Engine, log *zap.Logger, reg prometheus.Registerer, opts Options) (*Bus, func(), error) {
+func newBus(cfg Config, log *zap.Logger, reg prometheus.Registerer, opts Options) (*Bus, func(), error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Bus{
-		replyTo: cfg.ReplyStreamName(),
+		replyTo: cfg.ReplyTo,
 		log:     log.Named("membus"),
 		handle:  opts.Handle,
 		delay:   opts.ReplyDelay,

@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ensure-user/ensure-user/adapters/membus"
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/refengine"
 	"github.com/ensure-user/ensure-user/ports"
@@ -20,12 +19,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func engineConfig() config.Engine {
-	return config.Engine{
-		Transport: config.TransportMemory, RequestStream: "engine:requests", ReplyStream: "engine:replies",
-		ReplyTimeout: 5 * time.Second, RequestMaxLen: 1000, MaxWaiting: 100,
-	}
-}
+func engineConfig() membus.Config { return membus.Config{ReplyTo: "engine:replies"} }
 
 func TestEngineBusContract(t *testing.T) {
 	contract.RunEngineBus(t, contract.EngineBusHarness{

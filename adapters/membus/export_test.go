@@ -6,8 +6,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-
-	"github.com/ensure-user/ensure-user/config"
 )
 
 // ManualEngine is the Engine side of a bus built by NewManual: the test reads
@@ -19,7 +17,7 @@ type ManualEngine struct {
 
 // NewManual returns a bus whose commands go to the returned ManualEngine
 // instead of the reference Engine.
-func NewManual(cfg config.Engine, reg prometheus.Registerer) (*Bus, *ManualEngine, func(), error) {
+func NewManual(cfg Config, reg prometheus.Registerer) (*Bus, *ManualEngine, func(), error) {
 	b, cleanup, err := newBus(cfg, zap.NewNop(), reg, Options{})
 	if err != nil {
 		return nil, nil, nil, err

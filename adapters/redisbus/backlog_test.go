@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
@@ -21,7 +20,7 @@ func backlogFixture(t *testing.T) (*fixture, *observer.ObservedLogs) {
 	r := testenv.StartRedis(t)
 	core, logs := observer.New(zapcore.InfoLevel)
 	log := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core()))
-	f := newLoggedFixture(t, r, dial(t, r.URL()), log, func(c *config.Engine, s *settings) {
+	f := newLoggedFixture(t, r, dial(t, r.URL()), log, func(c *Config, s *settings) {
 		c.RequestMaxLen = 100
 		s.backlogEvery = 20 * time.Millisecond
 		s.backlogWarn = time.Hour // one warning per test

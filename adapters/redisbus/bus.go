@@ -39,7 +39,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ensure-user/ensure-user/adapters/internal/correlate"
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/protocol"
 	"github.com/ensure-user/ensure-user/ports"
@@ -116,7 +115,7 @@ type settings struct {
 	maxGroupLabel int           // consumer groups exported as backlog series
 }
 
-func defaultSettings(cfg config.Engine) settings {
+func defaultSettings(cfg Config) settings {
 	s := settings{
 		block: ReadBlock, readMargin: readMargin, xaddTimeout: XaddTimeout, readCount: ReadCount,
 		backoffMin: backoffMin, backoffMax: backoffMax, remember: correlate.DefaultRemember,
@@ -143,7 +142,7 @@ func defaultSettings(cfg config.Engine) settings {
 
 // Bus is the Engine bus over Redis Streams. It is safe for concurrent use.
 type Bus struct {
-	cfg         config.Engine
+	cfg         Config
 	set         settings
 	log         *zap.Logger
 	client      rueidis.Client
@@ -205,25 +204,13 @@ const (
 // ensure_user_engine_backlog_near_retention. The cleanup stops the reader and
 // the maintenance goroutine, deletes a per-instance reply stream, and waits
 // for all of it; it does not close client.
-func New(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer, opts ...Option) (*Bus, func(), error) {
+func New(cfg Config, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer, opts ...Option) (*Bus, func(), error) {
 	return newBus(cfg, log, client, reg, defaultSettings(cfg), opts...)
 }
 
-func newBus(cfg config.Engine, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer, set settings, opts ...Option) (*Bus, func(), error) {
-	switch {
-	case cfg.RequestStream == "" || cfg.ReplyStream == "":
-		return nil, nil, errors.New("redisbus: request and reply streams must be named")
-	case cfg.RequestStream == cfg.ReplyStreamName():
-		return nil, nil, errors.New("redisbus: request and reply streams must differ")
-	case cfg.RequestMaxLen <= 0:
-		return nil, nil, errors.New("redisbus: request stream MAXLEN must be positive")
-	case cfg.PerInstanceReplies() && cfg.InstanceID == "":
-		return nil, nil, errors.New("redisbus: ENGINE_REPLY_STREAM holds " + config.InstancePlaceholder + " but the instance id is empty")
-	}
-	switch cfg.DurableSend {
-	case "", config.DurableOff, config.DurableAOF, config.DurableReplica:
-	default:
-		return nil, nil, fmt.Errorf("redisbus: unknown durable send mode %q", cfg.DurableSend)
+func newBus(cfg Config, log *zap.Logger, client rueidis.Client, reg prometheus.Registerer, set settings, opts ...Option) (*Bus, func(), error) {
+	if err := cfg.Validate().Err(); err != nil {
+		return nil, nil, fmt.Errorf("redisbus: %w", err)
 	}
 	b := &Bus{
 		cfg:         cfg,

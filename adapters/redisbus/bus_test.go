@@ -14,7 +14,6 @@ import (
 	"github.com/redis/rueidis"
 	"go.uber.org/zap"
 
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/protocol"
 	"github.com/ensure-user/ensure-user/ports"
@@ -40,7 +39,7 @@ func TestEngineBusContract(t *testing.T) {
 		},
 		Stalling: func(t *testing.T) (ports.EngineBus, contract.EngineSide, func(), func()) {
 			r.SkipIfEmbedded(t, "CLIENT PAUSE")
-			f := newFixture(t, r, func(_ *config.Engine, s *settings) { s.xaddTimeout = 200 * time.Millisecond })
+			f := newFixture(t, r, func(_ *Config, s *settings) { s.xaddTimeout = 200 * time.Millisecond })
 			ctx := testContext(t)
 			return f.bus, f.engine,
 				func() { r.MustDo(ctx, "CLIENT", "PAUSE", "5000", "WRITE") },
@@ -80,7 +79,7 @@ func TestEncodingInRedis(t *testing.T) {
 // TestRequestStreamIsTrimmed checks MAXLEN ~ ENGINE_REQUEST_MAXLEN.
 func TestRequestStreamIsTrimmed(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, testenv.StartRedis(t), func(c *config.Engine, _ *settings) { c.RequestMaxLen = 100 })
+	f := newFixture(t, testenv.StartRedis(t), func(c *Config, _ *settings) { c.RequestMaxLen = 100 })
 	for i := range 1000 {
 		cmd, _ := f.send(t, strconv.Itoa(i))
 		f.bus.Abandon(cmd.RequestID)
@@ -279,7 +278,7 @@ func TestRestartResumesFromLastID(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t, testenv.WithRedisPersistence())
 	// A slow second retry keeps the reader away while the reply is written.
-	f := newFixture(t, r, func(_ *config.Engine, s *settings) { s.backoffMin = 2 * time.Second })
+	f := newFixture(t, r, func(_ *Config, s *settings) { s.backoffMin = 2 * time.Second })
 	f.roundTrip(t)
 	cmd, replies := f.send(t, "user-1")
 	if _, err := f.engine.Next(testContext(t)); err != nil {
@@ -354,7 +353,7 @@ func TestAllConnectionsKilled(t *testing.T) {
 // from its start, so both replies reach their requests and no other.
 func TestReplyStreamDeletedAndRecreated(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, testenv.StartRedis(t), func(_ *config.Engine, s *settings) { s.block = 200 * time.Millisecond })
+	f := newFixture(t, testenv.StartRedis(t), func(_ *Config, s *settings) { s.block = 200 * time.Millisecond })
 	ctx := testContext(t)
 	f.roundTrip(t)
 	a, aReplies := f.send(t, "user-a")
@@ -461,7 +460,7 @@ func TestStartsAfterExistingReplies(t *testing.T) {
 	stale := protocol.EncodeReply(protocol.Reply{RequestID: cmd.RequestID, Message: "stale"})
 	r.MustDo(testContext(t), "XADD", cfg.ReplyStream, "*", "message", string(stale))
 
-	f := newFixture(t, r, func(c *config.Engine, _ *settings) { *c = cfg })
+	f := newFixture(t, r, func(c *Config, _ *settings) { *c = cfg })
 	replies, err := f.bus.Send(testContext(t), cmd)
 	if err != nil {
 		t.Fatal(err)
@@ -524,7 +523,7 @@ func TestXaddTimeoutIsUnknown(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
 	r.SkipIfEmbedded(t, "CLIENT PAUSE")
-	f := newFixture(t, r, func(_ *config.Engine, s *settings) { s.xaddTimeout = 200 * time.Millisecond })
+	f := newFixture(t, r, func(_ *Config, s *settings) { s.xaddTimeout = 200 * time.Millisecond })
 	ctx := testContext(t)
 	r.MustDo(ctx, "CLIENT", "PAUSE", "3000", "WRITE")
 	start := time.Now()
@@ -550,7 +549,7 @@ func TestStalledServer(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
 	r.SkipIfEmbedded(t, "CLIENT PAUSE")
-	f := newFixture(t, r, func(_ *config.Engine, s *settings) {
+	f := newFixture(t, r, func(_ *Config, s *settings) {
 		s.block, s.readMargin = 200*time.Millisecond, 200*time.Millisecond
 	})
 	f.roundTrip(t)
@@ -566,7 +565,7 @@ func TestStalledServer(t *testing.T) {
 
 func TestNewRefusesBadConfig(t *testing.T) {
 	t.Parallel()
-	for _, cfg := range []config.Engine{
+	for _, cfg := range []Config{
 		{RequestStream: "", ReplyStream: "r", RequestMaxLen: 1},
 		{RequestStream: "s", ReplyStream: "s", RequestMaxLen: 1},
 		{RequestStream: "s", ReplyStream: "r", RequestMaxLen: 0},
@@ -605,7 +604,7 @@ func TestSendTimeoutBound(t *testing.T) {
 		{10 * time.Second, 3 * time.Second, 3 * time.Second},
 		{100 * time.Millisecond, 5 * time.Second, 100 * time.Millisecond},
 	} {
-		if got := defaultSettings(config.Engine{SendTimeout: tt.send, ReplyTimeout: tt.reply}).xaddTimeout; got != tt.want {
+		if got := defaultSettings(Config{SendTimeout: tt.send, ReplyTimeout: tt.reply}).xaddTimeout; got != tt.want {
 			t.Errorf("send %s, reply %s: XADD bound %s, want %s", tt.send, tt.reply, got, tt.want)
 		}
 	}

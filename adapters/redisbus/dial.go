@@ -14,7 +14,7 @@ import (
 	"github.com/redis/rueidis"
 	"go.uber.org/zap"
 
-	"github.com/ensure-user/ensure-user/config"
+	"github.com/ensure-user/ensure-user/internal/setting"
 )
 
 // Connection timeouts, unless REDIS_URL sets dial_timeout or write_timeout.
@@ -83,12 +83,12 @@ const ClientName = "ensure-user"
 // the URL's user and password are the master's, and sentinels are expected
 // to run without AUTH. The client also re-reads the topology every
 // SentinelRefresh. Cluster: redirections are bounded by MaxMovedRedirections.
-func Dial(cfg config.Redis, log *zap.Logger) (rueidis.Client, func(), error) {
+func Dial(cfg ConnConfig, log *zap.Logger) (rueidis.Client, func(), error) {
 	opt, err := clientOptions(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	where := config.RedactedURL(cfg.URL.Reveal())
+	where := setting.RedactedURL(cfg.URL.Reveal())
 	client, err := rueidis.NewClient(opt)
 	if err != nil {
 		if !canConnectLater(opt, err) {
@@ -107,14 +107,14 @@ func Dial(cfg config.Redis, log *zap.Logger) (rueidis.Client, func(), error) {
 }
 
 // clientOptions turns cfg into rueidis options; see Dial.
-func clientOptions(cfg config.Redis) (rueidis.ClientOption, error) {
+func clientOptions(cfg ConnConfig) (rueidis.ClientOption, error) {
 	raw := cfg.URL.Reveal()
 	if _, err := url.Parse(raw); err != nil {
 		return rueidis.ClientOption{}, errors.New("REDIS_URL is not a URL") // url's error would print the password
 	}
 	opt, err := rueidis.ParseURL(raw)
 	if err != nil {
-		return rueidis.ClientOption{}, fmt.Errorf("REDIS_URL %s: %w", config.RedactedURL(raw), err)
+		return rueidis.ClientOption{}, fmt.Errorf("REDIS_URL %s: %w", setting.RedactedURL(raw), err)
 	}
 	opt.DisableCache = true
 	opt.DisableRetry = true
@@ -153,7 +153,7 @@ func clientOptions(cfg config.Redis) (rueidis.ClientOption, error) {
 
 // withTLSFiles adds the CA and client certificate files of cfg to base, the
 // TLS config ParseURL made for rediss:// (nil for redis://).
-func withTLSFiles(base *tls.Config, cfg config.Redis) (*tls.Config, error) {
+func withTLSFiles(base *tls.Config, cfg ConnConfig) (*tls.Config, error) {
 	if cfg.CAFile == "" && cfg.CertFile == "" && cfg.KeyFile == "" {
 		return base, nil
 	}

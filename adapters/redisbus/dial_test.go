@@ -24,7 +24,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/ensure-user/ensure-user/config"
+	"github.com/ensure-user/ensure-user/internal/setting"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
@@ -100,7 +100,7 @@ func TestClientOptions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			o, err := clientOptions(config.Redis{URL: config.Secret(tt.url)})
+			o, err := clientOptions(ConnConfig{URL: setting.Secret(tt.url)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,7 +114,7 @@ func TestClientOptions(t *testing.T) {
 func TestClientOptionsFlushDelay(t *testing.T) {
 	t.Parallel()
 	for _, d := range []time.Duration{0, 250 * time.Microsecond} {
-		o, err := clientOptions(config.Redis{URL: "redis://127.0.0.1:1", MaxFlushDelay: d})
+		o, err := clientOptions(ConnConfig{URL: "redis://127.0.0.1:1", MaxFlushDelay: d})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,16 +129,16 @@ func TestClientOptionsErrors(t *testing.T) {
 	pki := newPKI(t)
 	tests := []struct {
 		name string
-		cfg  config.Redis
+		cfg  ConnConfig
 	}{
-		{"unparsable URL", config.Redis{URL: "redis://user:s3cret@[::1"}},
-		{"bad database", config.Redis{URL: "redis://user:s3cret@h:1/x/y"}},
-		{"bad scheme", config.Redis{URL: "http://user:s3cret@h:1"}},
-		{"TLS files without rediss", config.Redis{URL: "redis://h:1", CAFile: pki.ca}},
-		{"missing CA file", config.Redis{URL: "rediss://h:1", CAFile: filepath.Join(t.TempDir(), "none.pem")}},
-		{"CA file without PEM", config.Redis{URL: "rediss://h:1", CAFile: writeFile(t, "junk.pem", "junk")}},
-		{"certificate without key", config.Redis{URL: "rediss://h:1", CertFile: pki.clientCert}},
-		{"mismatched key", config.Redis{URL: "rediss://h:1", CertFile: pki.clientCert, KeyFile: pki.serverKey}},
+		{"unparsable URL", ConnConfig{URL: "redis://user:s3cret@[::1"}},
+		{"bad database", ConnConfig{URL: "redis://user:s3cret@h:1/x/y"}},
+		{"bad scheme", ConnConfig{URL: "http://user:s3cret@h:1"}},
+		{"TLS files without rediss", ConnConfig{URL: "redis://h:1", CAFile: pki.ca}},
+		{"missing CA file", ConnConfig{URL: "rediss://h:1", CAFile: filepath.Join(t.TempDir(), "none.pem")}},
+		{"CA file without PEM", ConnConfig{URL: "rediss://h:1", CAFile: writeFile(t, "junk.pem", "junk")}},
+		{"certificate without key", ConnConfig{URL: "rediss://h:1", CertFile: pki.clientCert}},
+		{"mismatched key", ConnConfig{URL: "rediss://h:1", CertFile: pki.clientCert, KeyFile: pki.serverKey}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,7 +182,7 @@ func TestDialWhileDown(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
 	r.Kill()
-	client, closeClient, err := Dial(config.Redis{URL: config.Secret(r.URL())}, zaptest.NewLogger(t))
+	client, closeClient, err := Dial(ConnConfig{URL: setting.Secret(r.URL())}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatalf("Dial with Redis down = %v", err)
 	}
@@ -207,7 +207,7 @@ func TestDialFailsWithoutAnyNode(t *testing.T) {
 		fmt.Sprintf("redis://127.0.0.1:%d?addr=127.0.0.1:%d", p1, p2),
 		fmt.Sprintf("redis://127.0.0.1:%d?master_set=main", p1),
 	} {
-		if _, _, err := Dial(config.Redis{URL: config.Secret(url)}, zap.NewNop()); err == nil {
+		if _, _, err := Dial(ConnConfig{URL: setting.Secret(url)}, zap.NewNop()); err == nil {
 			t.Errorf("Dial(%s) succeeded", url)
 		}
 	}
@@ -219,14 +219,14 @@ func TestDialWrongPassword(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t, testenv.WithRedisArgs("--requirepass", "right"))
 	r.SkipIfEmbedded(t, "--requirepass")
-	_, _, err := Dial(config.Redis{URL: config.Secret("redis://:wrong@" + r.Addr())}, zap.NewNop())
+	_, _, err := Dial(ConnConfig{URL: setting.Secret("redis://:wrong@" + r.Addr())}, zap.NewNop())
 	if err == nil {
 		t.Fatal("Dial with a wrong password succeeded")
 	}
 	if strings.Contains(err.Error(), "wrong") {
 		t.Errorf("error reveals the password: %v", err)
 	}
-	_, closeClient, err := Dial(config.Redis{URL: config.Secret("redis://:right@" + r.Addr())}, zap.NewNop())
+	_, closeClient, err := Dial(ConnConfig{URL: setting.Secret("redis://:right@" + r.Addr())}, zap.NewNop())
 	if err != nil {
 		t.Fatalf("Dial with the right password = %v", err)
 	}
@@ -245,7 +245,7 @@ func TestTLS(t *testing.T) {
 	r.SkipIfEmbedded(t, "TLS")
 	url := fmt.Sprintf("rediss://127.0.0.1:%d/0", tlsPort)
 
-	client, closeClient, err := Dial(config.Redis{URL: config.Secret(url), CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}, zaptest.NewLogger(t))
+	client, closeClient, err := Dial(ConnConfig{URL: setting.Secret(url), CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestTLS(t *testing.T) {
 	f.roundTrip(t)
 
 	other := newPKI(t)
-	if _, _, err := Dial(config.Redis{URL: config.Secret(url), CAFile: other.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}, zap.NewNop()); err == nil {
+	if _, _, err := Dial(ConnConfig{URL: setting.Secret(url), CAFile: other.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}, zap.NewNop()); err == nil {
 		t.Error("Dial trusted a server signed by another CA")
 	}
 }

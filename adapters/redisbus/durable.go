@@ -9,8 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/rueidis"
 	"go.uber.org/zap"
-
-	"github.com/ensure-user/ensure-user/config"
 )
 
 // ENGINE_DURABLE_SEND makes "sent" mean "on the master's disk" (aof: WAITAOF
@@ -76,14 +74,14 @@ func newDurableCounters(reg prometheus.Registerer) (map[string]prometheus.Counte
 }
 
 func (b *Bus) durableMode() bool {
-	return b.cfg.DurableSend == config.DurableAOF || b.cfg.DurableSend == config.DurableReplica
+	return b.cfg.DurableSend == DurableAOF || b.cfg.DurableSend == DurableReplica
 }
 
 func (b *Bus) durableName() string {
 	if b.durableMode() {
 		return b.cfg.DurableSend
 	}
-	return config.DurableOff
+	return DurableOff
 }
 
 // durableXadd runs xadd and then WAIT 1 / WAITAOF 1 0 on the same
@@ -96,7 +94,7 @@ func (b *Bus) durableXadd(ctx context.Context, xadd rueidis.Completed) (sendErr,
 	ms := max(b.set.durableWait.Milliseconds(), 1) // 0 would wait forever
 	name := "WAIT"
 	wait := b.client.B().Wait().Numreplicas(1).Timeout(ms).Build()
-	if b.cfg.DurableSend == config.DurableAOF {
+	if b.cfg.DurableSend == DurableAOF {
 		name = "WAITAOF"
 		wait = b.client.B().Waitaof().Numlocal(1).Numreplicas(0).Timeout(ms).Build()
 	}
@@ -112,7 +110,7 @@ func (b *Bus) durableXadd(ctx context.Context, xadd rueidis.Completed) (sendErr,
 	if err := res[0].Error(); err != nil {
 		return err, nil
 	}
-	acked, err := durableAcks(res[1], b.cfg.DurableSend == config.DurableAOF)
+	acked, err := durableAcks(res[1], b.cfg.DurableSend == DurableAOF)
 	switch {
 	case err != nil:
 		b.errs[opWait].Inc()
@@ -157,7 +155,7 @@ func (b *Bus) checkDurable(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, b.set.xaddTimeout)
 	defer cancel()
 	cluster := b.client.Mode() == rueidis.ClientModeCluster
-	if b.cfg.DurableSend == config.DurableReplica {
+	if b.cfg.DurableSend == DurableReplica {
 		if cluster {
 			return nil
 		}

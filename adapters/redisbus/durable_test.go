@@ -8,14 +8,13 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/protocol"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
 func durable(mode string, wait time.Duration) fixtureOption {
-	return func(c *config.Engine, s *settings) {
+	return func(c *Config, s *settings) {
 		c.DurableSend = mode
 		s.durableWait = wait
 	}
@@ -47,7 +46,7 @@ func TestDurableReplica(t *testing.T) {
 	master := testenv.StartRedis(t)
 	master.SkipIfEmbedded(t, "replication")
 	replica := startReplica(t, master)
-	f := newFixture(t, master, durable(config.DurableReplica, time.Second))
+	f := newFixture(t, master, durable(DurableReplica, time.Second))
 	ctx := testContext(t)
 
 	cmd, replies := f.send(t, "user-1")
@@ -95,7 +94,7 @@ func TestDurableRedisDown(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
 	r.SkipIfEmbedded(t, "WAIT needs a real server to mean anything")
-	f := newFixture(t, r, durable(config.DurableReplica, 200*time.Millisecond))
+	f := newFixture(t, r, durable(DurableReplica, 200*time.Millisecond))
 	r.Kill()
 	testenv.Eventually(t, 5*time.Second, "reader notices", func() bool { return !f.bus.connected.Load() })
 	deadline := time.Now().Add(2 * time.Second)
@@ -129,7 +128,7 @@ func TestDurableAOFRefusedOnOldRedis(t *testing.T) {
 		t.Skipf("redis-server %s has WAITAOF: TestDurableAOF covers it", v)
 	}
 	cfg := engineConfig(t)
-	cfg.DurableSend = config.DurableAOF
+	cfg.DurableSend = DurableAOF
 	_, _, err := New(cfg, zap.NewNop(), dial(t, r.URL()), nil)
 	if err == nil || !strings.Contains(err.Error(), "WAITAOF") || !strings.Contains(err.Error(), v) || !strings.Contains(err.Error(), "7.2") {
 		t.Fatalf("New = %v, want a refusal naming WAITAOF, 7.2 and the version %s", err, v)
@@ -148,7 +147,7 @@ func TestDurableAOFCheckedOnceRedisIsUp(t *testing.T) {
 		t.Skipf("redis-server %s has WAITAOF", v)
 	}
 	r.Kill()
-	f := newIdleFixture(t, r, durable(config.DurableAOF, 100*time.Millisecond))
+	f := newIdleFixture(t, r, durable(DurableAOF, 100*time.Millisecond))
 	r.Restart()
 	testenv.Eventually(t, 5*time.Second, "Ready names WAITAOF", func() bool {
 		err := f.bus.Ready(testContext(t))
@@ -168,7 +167,7 @@ func TestDurableAOF(t *testing.T) {
 	if v := r.Version(testContext(t)); !testenv.VersionAtLeast(v, 7, 2) {
 		t.Skipf("WAITAOF needs Redis >= 7.2; this redis-server is %s (TestDurableAOFRefusedOnOldRedis checks the refusal)", v)
 	}
-	f := newFixture(t, r, durable(config.DurableAOF, 500*time.Millisecond))
+	f := newFixture(t, r, durable(DurableAOF, 500*time.Millisecond))
 	f.roundTrip(t)
 	if got := f.metric(t, "ensure_user_engine_durable_sends_total", "result", "confirmed"); got != 1 {
 		t.Errorf("confirmed = %v, want 1", got)
@@ -176,7 +175,7 @@ func TestDurableAOF(t *testing.T) {
 
 	plain := testenv.StartRedis(t)
 	cfg := engineConfig(t)
-	cfg.DurableSend = config.DurableAOF
+	cfg.DurableSend = DurableAOF
 	if _, _, err := New(cfg, zap.NewNop(), dial(t, plain.URL()), nil); err == nil || !strings.Contains(err.Error(), "appendonly") {
 		t.Errorf("New without appendonly = %v, want a refusal naming appendonly", err)
 	}
@@ -191,7 +190,7 @@ func TestDurableWaitBound(t *testing.T) {
 		{2 * time.Second, 500 * time.Millisecond},
 		{200 * time.Millisecond, 50 * time.Millisecond},
 	} {
-		if got := defaultSettings(config.Engine{ReplyTimeout: tt.reply}).durableWait; got != tt.want {
+		if got := defaultSettings(Config{ReplyTimeout: tt.reply}).durableWait; got != tt.want {
 			t.Errorf("reply timeout %s: durable wait %s, want %s", tt.reply, got, tt.want)
 		}
 	}

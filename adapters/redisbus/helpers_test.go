@@ -15,9 +15,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/protocol"
+	"github.com/ensure-user/ensure-user/internal/setting"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
@@ -37,24 +37,23 @@ type fixture struct {
 	bus    *Bus
 	stop   func()
 	reg    *prometheus.Registry
-	cfg    config.Engine
+	cfg    Config
 	engine *redisEngine
 }
 
-type fixtureOption func(*config.Engine, *settings)
+type fixtureOption func(*Config, *settings)
 
 // testSettings are the defaults with a faster first retry; everything else is
 // what production runs.
-func testSettings(cfg config.Engine) settings {
+func testSettings(cfg Config) settings {
 	s := defaultSettings(cfg)
 	s.backoffMin = 10 * time.Millisecond
 	return s
 }
 
-func engineConfig(t testing.TB) config.Engine {
+func engineConfig(t testing.TB) Config {
 	prefix := fmt.Sprintf("%s:%d", strings.ReplaceAll(t.Name(), "/", ":"), rand.Int64())
-	return config.Engine{
-		Transport:     config.TransportRedis,
+	return Config{
 		RequestStream: prefix + ":requests",
 		ReplyStream:   prefix + ":replies",
 		ReplyTimeout:  5 * time.Second,
@@ -115,7 +114,7 @@ func newLoggedFixture(t testing.TB, r *testenv.Redis, client rueidis.Client, log
 
 func dial(t testing.TB, url string) rueidis.Client {
 	t.Helper()
-	client, closeClient, err := Dial(config.Redis{URL: config.Secret(url)}, zaptest.NewLogger(t))
+	client, closeClient, err := Dial(ConnConfig{URL: setting.Secret(url)}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,17 +10,17 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/protocol"
+	"github.com/ensure-user/ensure-user/internal/setting"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
 // perInstance makes the fixture's reply stream per-instance, with instance id
 // id, and applies more.
 func perInstance(id string, more ...func(*settings)) fixtureOption {
-	return func(c *config.Engine, s *settings) {
-		c.ReplyStream += ":" + config.InstancePlaceholder
+	return func(c *Config, s *settings) {
+		c.ReplyStream += ":" + InstancePlaceholder
 		c.InstanceID = id
 		for _, m := range more {
 			m(s)
@@ -87,7 +87,7 @@ func TestPerInstanceReplyStream(t *testing.T) {
 func TestPerInstanceStreamExpiresAfterCrash(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
-	client, closeClient, err := Dial(config.Redis{URL: config.Secret(r.URL())}, zaptest.NewLogger(t))
+	client, closeClient, err := Dial(ConnConfig{URL: setting.Secret(r.URL())}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestUnknownOutcomeReplyIsLate(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
 	r.SkipIfEmbedded(t, "CLIENT PAUSE")
-	f := newFixture(t, r, func(_ *config.Engine, s *settings) { s.xaddTimeout = 200 * time.Millisecond })
+	f := newFixture(t, r, func(_ *Config, s *settings) { s.xaddTimeout = 200 * time.Millisecond })
 	ctx := testContext(t)
 	r.MustDo(ctx, "CLIENT", "PAUSE", "1000", "WRITE")
 	cmd := newCommand("u")
@@ -241,10 +241,10 @@ func TestSharedStreamCountsOthersAsUnknown(t *testing.T) {
 			r := testenv.StartRedis(t)
 			base := engineConfig(t)
 			opt := func(id string) fixtureOption {
-				return func(c *config.Engine, _ *settings) {
+				return func(c *Config, _ *settings) {
 					*c = base
 					if tt.perInstance {
-						c.ReplyStream += ":" + config.InstancePlaceholder
+						c.ReplyStream += ":" + InstancePlaceholder
 					}
 					c.InstanceID = id
 				}
@@ -264,7 +264,7 @@ func TestSharedStreamCountsOthersAsUnknown(t *testing.T) {
 // wiring error.
 func TestNewFailsWithoutInstanceID(t *testing.T) {
 	t.Parallel()
-	cfg := config.Engine{RequestStream: "s", ReplyStream: "r:{instance}", RequestMaxLen: 1}
+	cfg := Config{RequestStream: "s", ReplyStream: "r:{instance}", RequestMaxLen: 1}
 	if _, _, err := New(cfg, zap.NewNop(), nil, nil); err == nil {
 		t.Error("New succeeded with {instance} and no instance id")
 	}

@@ -106,8 +106,8 @@ func vars() []config.Var {
 // settings is the binary's whole configuration.
 type settings struct {
 	engine  enginesim.Config
-	redis   config.Redis
-	log     config.Log
+	redis   redisbus.ConnConfig
+	log     zaplog.Config
 	metrics string // METRICS_ADDR
 	tracing oteltrace.Config
 }
@@ -223,13 +223,13 @@ func load(lookup config.Lookup) (settings, error) {
 	s := settings{
 		engine:  engine,
 		tracing: tracing,
-		redis: config.Redis{
+		redis: redisbus.ConnConfig{
 			URL:      config.Secret(get("REDIS_URL")),
 			CAFile:   get("REDIS_TLS_CA_FILE"),
 			CertFile: get("REDIS_TLS_CERT_FILE"),
 			KeyFile:  get("REDIS_TLS_KEY_FILE"),
 		},
-		log:     config.Log{Level: get("LOG_LEVEL"), Format: get("LOG_FORMAT")},
+		log:     zaplog.Config{Level: get("LOG_LEVEL"), Format: get("LOG_FORMAT")},
 		metrics: get("METRICS_ADDR"),
 	}
 	u, err := url.Parse(s.redis.URL.Reveal())

@@ -17,6 +17,7 @@ import (
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/enginesim"
 	"github.com/ensure-user/ensure-user/internal/protocol"
+	"github.com/ensure-user/ensure-user/internal/zaplog"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
@@ -211,7 +212,7 @@ func TestLoadDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.redis.URL.Reveal() != "redis://127.0.0.1:6379/0" || s.log != (config.Log{Level: "info", Format: "json"}) || s.metrics != "" {
+	if s.redis.URL.Reveal() != "redis://127.0.0.1:6379/0" || s.log != (zaplog.Config{Level: "info", Format: "json"}) || s.metrics != "" {
 		t.Errorf("defaults: %+v", s)
 	}
 	if s.engine.RequestStream != enginesim.DefaultRequestStream || s.engine.ClaimIdle != enginesim.DefaultClaimIdle {

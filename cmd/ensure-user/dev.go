@@ -149,9 +149,9 @@ func dev(ctx context.Context, args []string, env config.Lookup, stdout, stderr i
 		if err := startEngine(engineCtx, cfg, log, engineDone); err != nil {
 			return err
 		}
-		parts.add("engine", "embedded reference Engine reading "+cfg.Engine.RequestStream)
+		parts.add("engine", "embedded reference Engine reading "+cfg.Bus.RequestStream)
 	default:
-		parts.add("engine", "real: an external Engine must read "+cfg.Engine.RequestStream)
+		parts.add("engine", "real: an external Engine must read "+cfg.Bus.RequestStream)
 		close(engineDone)
 	}
 
@@ -183,8 +183,8 @@ func startEngine(ctx context.Context, cfg config.Config, log *zap.Logger, done c
 		return fmt.Errorf("embedded engine: %w", err)
 	}
 	sim, err := enginesim.New(enginesim.Config{
-		RequestStream: cfg.Engine.RequestStream,
-		ReplyStream:   cfg.Engine.ReplyStream,
+		RequestStream: cfg.Bus.RequestStream,
+		ReplyStream:   cfg.Bus.ReplyStream,
 	}, log.Named("engine"), client, nil)
 	if err != nil {
 		closeClient()

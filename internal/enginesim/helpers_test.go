@@ -77,7 +77,7 @@ func backends(t *testing.T, f func(t *testing.T, srv *server)) {
 // dial connects as the binary does, through redisbus.Dial.
 func dial(t testing.TB, url string) rueidis.Client {
 	t.Helper()
-	client, closeClient, err := redisbus.Dial(config.Redis{URL: config.Secret(url)}, zap.NewNop())
+	client, closeClient, err := redisbus.Dial(redisbus.ConnConfig{URL: config.Secret(url)}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ensure-user/ensure-user/adapters/redisbus"
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/protocol"
 	"github.com/ensure-user/ensure-user/internal/refengine"
@@ -106,8 +105,8 @@ func TestServiceBusRoundTrip(t *testing.T) {
 	t.Parallel()
 	srv := realRedis(t)
 	cfg := testConfig(t)
-	bus, stop, err := redisbus.New(config.Engine{
-		Transport: config.TransportRedis, RequestStream: cfg.RequestStream, ReplyStream: cfg.ReplyStream,
+	bus, stop, err := redisbus.New(redisbus.Config{
+		RequestStream: cfg.RequestStream, ReplyStream: cfg.ReplyStream,
 		ReplyTimeout: 5 * time.Second, RequestMaxLen: 1000, MaxWaiting: 100,
 	}, zap.NewNop(), dial(t, srv.url), nil)
 	if err != nil {

@@ -7,25 +7,55 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/ensure-user/ensure-user/config"
+	"github.com/ensure-user/ensure-user/internal/setting"
 )
 
 // bufferSize is what LOG_FLUSH_INTERVAL lets pile up before a write.
 const bufferSize = 256 << 10
 
+// Config is the logger's configuration.
+type Config struct {
+	Level  string // debug, info, warn, error
+	Format string // json or console
+	// FlushInterval buffers log lines and writes them at least this often
+	// (and when 256 KiB are pending, at a warn or worse line, and at exit);
+	// 0 writes every line at once.
+	FlushInterval time.Duration
+}
+
+// Validate reports every problem with c, by field.
+func (c Config) Validate() setting.Problems {
+	var p setting.Problems
+	switch c.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.Add("Level", "must be debug, info, warn or error, not %q", c.Level)
+	}
+	switch c.Format {
+	case "json", "console":
+	default:
+		p.Add("Format", "must be json or console, not %q", c.Format)
+	}
+	if c.FlushInterval < 0 || c.FlushInterval > time.Minute {
+		p.Add("FlushInterval", "must be between 0s and 1m")
+	}
+	return p
+}
+
 // New builds a zap logger from LOG_LEVEL, LOG_FORMAT (json or console) and
 // LOG_FLUSH_INTERVAL. Logs go to stderr, with ISO 8601 timestamps and no
 // sampling: every request's line is kept.
-func New(cfg config.Log) (*zap.Logger, error) {
+func New(cfg Config) (*zap.Logger, error) {
 	return NewTo(cfg, os.Stderr)
 }
 
 // NewTo is New writing to w instead of stderr, for benchmarks and tests.
-func NewTo(cfg config.Log, w io.Writer) (*zap.Logger, error) {
+func NewTo(cfg Config, w io.Writer) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(cfg.Level)
 	if err != nil {
 		return nil, fmt.Errorf("LOG_LEVEL: %w", err)

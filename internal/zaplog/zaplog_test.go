@@ -9,8 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/ensure-user/ensure-user/config"
 )
 
 // syncBuffer is a bytes.Buffer safe for the flush goroutine and the test.
@@ -33,7 +31,7 @@ func (s *syncBuffer) String() string {
 
 func TestUnbufferedWritesEachLine(t *testing.T) {
 	var out syncBuffer
-	log, err := NewTo(config.Log{Level: "info", Format: "json"}, &out)
+	log, err := NewTo(Config{Level: "info", Format: "json"}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +54,7 @@ func TestUnbufferedWritesEachLine(t *testing.T) {
 // and itself, and Sync writes the rest.
 func TestBufferedHoldsInfoUntilWarnOrSync(t *testing.T) {
 	var out syncBuffer
-	log, err := NewTo(config.Log{Level: "info", Format: "console", FlushInterval: time.Minute}, &out)
+	log, err := NewTo(Config{Level: "info", Format: "console", FlushInterval: time.Minute}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,10 +77,10 @@ func TestBufferedHoldsInfoUntilWarnOrSync(t *testing.T) {
 }
 
 func TestBadSettings(t *testing.T) {
-	if _, err := NewTo(config.Log{Level: "loud", Format: "json"}, &syncBuffer{}); err == nil {
+	if _, err := NewTo(Config{Level: "loud", Format: "json"}, &syncBuffer{}); err == nil {
 		t.Error("bad level accepted")
 	}
-	if _, err := NewTo(config.Log{Level: "info", Format: "xml"}, &syncBuffer{}); err == nil {
+	if _, err := NewTo(Config{Level: "info", Format: "xml"}, &syncBuffer{}); err == nil {
 		t.Error("bad format accepted")
 	}
 }
@@ -95,7 +93,7 @@ func TestWarnOnPipe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	log, err := NewTo(config.Log{Level: "info", Format: "json", FlushInterval: time.Minute}, w)
+	log, err := NewTo(Config{Level: "info", Format: "json", FlushInterval: time.Minute}, w)
 	if err != nil {
 		t.Fatal(err)
 	}

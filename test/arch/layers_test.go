@@ -1,8 +1,8 @@
 // Package arch enforces the layer rules of the hexagonal architecture on the
 // real import graph (what depguard would check, without a linter):
 // domain and ports use only the standard library, adapters never reach into
-// the composition root, Wire stays in app, and no production code imports
-// test helpers. It also keeps the product apart from its tools: the service
+// the composition root nor into config (each owns its configuration type),
+// Wire stays in app, and no production code imports test helpers. It also keeps the product apart from its tools: the service
 // never imports the tools module (tools/, the load test and soak, with their
 // plotting libraries), and the production binaries, built with
 // proc.ProductionTags as make build and the Dockerfile build them, link none
@@ -92,6 +92,9 @@ func TestLayers(t *testing.T) {
 				return !strings.HasPrefix(d, module+"/app") && !strings.HasPrefix(d, module+"/cmd") &&
 					(!strings.HasPrefix(d, module+"/adapters/") || strings.HasPrefix(d, module+"/adapters/internal/"))
 			}},
+		{"adapters own their configuration: they never import config (config imports them)",
+			func(p string) bool { return strings.HasPrefix(p, module+"/adapters/") },
+			func(d string) bool { return d != module+"/config" }},
 	}
 	for path, p := range pkgs {
 		for _, r := range rules {

@@ -27,7 +27,6 @@ import (
 	"github.com/ensure-user/ensure-user/adapters/membus"
 	"github.com/ensure-user/ensure-user/adapters/sysclock"
 	"github.com/ensure-user/ensure-user/app"
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain/ensureuser"
 	"github.com/ensure-user/ensure-user/internal/zaplog"
 	"github.com/ensure-user/ensure-user/test/testenv"
@@ -53,12 +52,12 @@ func newStack(b *testing.B) *stack {
 	b.Helper()
 	key := testenv.NewJWKSKey(b, "ES256", "bench-1")
 	reg := prometheus.NewRegistry()
-	log, err := zaplog.NewTo(config.Log{Level: "info", Format: "json", FlushInterval: 100 * time.Millisecond}, io.Discard)
+	log, err := zaplog.NewTo(zaplog.Config{Level: "info", Format: "json", FlushInterval: 100 * time.Millisecond}, io.Discard)
 	if err != nil {
 		b.Fatal(err)
 	}
 	clock := sysclock.New()
-	v, stopV, err := jwksauth.New(config.Auth{
+	v, stopV, err := jwksauth.New(jwksauth.Config{
 		JWKSURL: testenv.NewJWKSFile(b, key).URL, Refresh: 10 * time.Minute, MinRefresh: 30 * time.Second,
 		Timeout: 5 * time.Second, Issuer: issuer, Audience: audience, Leeway: 30 * time.Second,
 		RequireExp: true, UserIDClaims: []string{"userId", "sub"}, EmailClaim: "email", RequireVerifiedEmail: true,
@@ -68,20 +67,19 @@ func newStack(b *testing.B) *stack {
 	}
 	b.Cleanup(stopV)
 	waitReady(b, v.Ready)
-	engine := config.Engine{RequestStream: "engine:requests", ReplyStream: "engine:replies",
-		ReplyTimeout: 5 * time.Second, MaxWaiting: 20000}
-	bus, stopBus, err := membus.NewWithOptions(engine, log, reg, membus.Options{Handle: echoEngine})
+	uccfg := ensureuser.Config{ReplyTimeout: 5 * time.Second, MaxWaiting: 20000}
+	bus, stopBus, err := membus.NewWithOptions(membus.Config{ReplyTo: "engine:replies"}, log, reg, membus.Options{Handle: echoEngine})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(stopBus)
-	uc := ensureuser.New(ensureuser.Config{ReplyTimeout: engine.ReplyTimeout, MaxWaiting: engine.MaxWaiting}, v, bus, clock)
+	uc := ensureuser.New(uccfg, v, bus, clock)
 	inst, err := app.NewInstrumented(uc, reg, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := echohttp.New(config.HTTP{Addr: "127.0.0.1:0", MaxHeaderBytes: 16384, ParkAbove: 1000}, log, inst,
-		echohttp.Options{ReplyTimeout: engine.ReplyTimeout, Registry: reg})
+	srv, err := echohttp.New(echohttp.Config{Addr: "127.0.0.1:0", MaxHeaderBytes: 16384, ParkAbove: 1000}, log, inst,
+		echohttp.Options{ReplyTimeout: uccfg.ReplyTimeout, Registry: reg})
 	if err != nil {
 		b.Fatal(err)
 	}

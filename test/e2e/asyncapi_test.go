@@ -13,10 +13,10 @@ import (
 
 	"github.com/ensure-user/ensure-user/adapters/redisbus"
 	"github.com/ensure-user/ensure-user/api"
-	"github.com/ensure-user/ensure-user/config"
 	"github.com/ensure-user/ensure-user/domain"
 	"github.com/ensure-user/ensure-user/internal/enginesim"
 	"github.com/ensure-user/ensure-user/internal/protocol"
+	"github.com/ensure-user/ensure-user/internal/setting"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
@@ -61,11 +61,11 @@ func TestWireMessagesMatchAsyncAPI(t *testing.T) {
 
 	for _, legacy := range []bool{false, true} {
 		prefix := map[bool]string{false: "current", true: "legacy"}[legacy]
-		cfg := config.Engine{
-			Transport: config.TransportRedis, RequestStream: prefix + ":requests", ReplyStream: prefix + ":replies",
-			ReplyTimeout: 5 * time.Second, RequestMaxLen: 1000, MaxWaiting: 100, DurableSend: config.DurableOff,
+		cfg := redisbus.Config{
+			RequestStream: prefix + ":requests", ReplyStream: prefix + ":replies",
+			ReplyTimeout: 5 * time.Second, RequestMaxLen: 1000, MaxWaiting: 100, DurableSend: redisbus.DurableOff,
 		}
-		client, closeClient, err := redisbus.Dial(config.Redis{URL: config.Secret(r.URL())}, log)
+		client, closeClient, err := redisbus.Dial(redisbus.ConnConfig{URL: setting.Secret(r.URL())}, log)
 		if err != nil {
 			t.Fatal(err)
 		}
