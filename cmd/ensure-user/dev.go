@@ -22,6 +22,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ensure-user/ensure-user/adapters/oteltrace"
 	"github.com/ensure-user/ensure-user/adapters/redisbus"
 	"github.com/ensure-user/ensure-user/app"
 	"github.com/ensure-user/ensure-user/config"
@@ -155,6 +156,13 @@ func dev(ctx context.Context, args []string, env config.Lookup, stdout, stderr i
 		close(engineDone)
 	}
 
+	if cfg.Tracing.Enabled() {
+		parts.add("tracing", "spans of the service and the embedded Engine go to "+cfg.Tracing.RedactedEndpoint())
+	} else {
+		parts.add("tracing", "off; to see traces, run a collector (e.g. Jaeger all-in-one, OTLP on :4318) and "+
+			"start with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318")
+	}
+
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- a.Serve(ctx) }()
 	url := "http://" + a.Addr().String()
@@ -176,8 +184,21 @@ func dev(ctx context.Context, args []string, env config.Lookup, stdout, stderr i
 }
 
 // startEngine runs the reference Engine in this process against the same
-// Redis and streams, through the same protocol as production.
+// Redis and streams, through the same protocol as production. With tracing
+// on, it exports its spans as engine-sim, so a local trace shows both sides.
 func startEngine(ctx context.Context, cfg config.Config, log *zap.Logger, done chan<- error) error {
+	tcfg := cfg.Tracing
+	if tcfg.ServiceName == "" || tcfg.ServiceName == config.ServiceName {
+		tcfg.ServiceName = "engine-sim"
+	}
+	tracing, stopTracing, err := oteltrace.New(ctx, tcfg, log.Named("engine"), nil)
+	if err != nil {
+		return fmt.Errorf("embedded engine: %w", err)
+	}
+	var opts []enginesim.Option
+	if tracing.Enabled() {
+		opts = append(opts, enginesim.WithTracing(tracing.TracerProvider(), tracing.Propagator()))
+	}
 	client, closeClient, err := redisbus.Dial(cfg.Redis, log.Named("engine"))
 	if err != nil {
 		return fmt.Errorf("embedded engine: %w", err)
@@ -185,14 +206,18 @@ func startEngine(ctx context.Context, cfg config.Config, log *zap.Logger, done c
 	sim, err := enginesim.New(enginesim.Config{
 		RequestStream: cfg.Bus.RequestStream,
 		ReplyStream:   cfg.Bus.ReplyStream,
-	}, log.Named("engine"), client, nil)
+	}, log.Named("engine"), client, nil, opts...)
 	if err != nil {
 		closeClient()
 		return fmt.Errorf("embedded engine: %w", err)
 	}
 	go func() {
 		defer closeClient()
-		done <- sim.Run(ctx)
+		err := sim.Run(ctx)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(fctx)
+		done <- err
 	}()
 	return nil
 }
