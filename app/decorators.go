@@ -58,38 +58,46 @@ func NewInstrumented(uc *ensureuser.UseCase, reg prometheus.Registerer, t *otelt
 func (d *instrumented) Start(ctx context.Context, in ensureuser.Input) (ensureuser.Pending, error) {
 	p, err := d.next.Start(ctx, in)
 	if err != nil {
-		d.count(p.Result, err)
+		d.count(&p.Result, err)
 	}
 	return p, err
 }
 
 // Wait waits for the reply and counts the request's outcome; with tracing,
-// the wait is a span of its own.
-func (d *instrumented) Wait(ctx context.Context, p ensureuser.Pending) (ensureuser.Result, error) {
-	var span trace.Span
+// the wait is a span of its own. A parked request's goroutine holds this
+// frame while it waits, so the span's work is in a function of its own.
+func (d *instrumented) Wait(ctx context.Context, p *ensureuser.Pending) (ensureuser.Result, error) {
 	if d.tracer != nil {
-		ctx, span = d.tracer.Start(ctx, "wait for engine reply",
-			trace.WithAttributes(attribute.String("ensure_user.engine_request_id", p.RequestID)))
+		return d.tracedWait(ctx, p)
 	}
 	res, err := d.next.Wait(ctx, p)
-	d.count(res, err)
-	if span != nil {
-		o := res.Outcome
-		if err != nil {
-			o = domain.OutcomeOf(err)
-		}
-		span.SetAttributes(attribute.String("ensure_user.outcome", o.String()),
-			attribute.Bool("ensure_user.timed_out", res.TimedOut), attribute.Bool("ensure_user.coalesced", res.Coalesced))
-		if err != nil && o != domain.ClientGone {
-			span.SetStatus(codes.Error, o.String())
-		}
-		span.End()
+	d.count(&res, err)
+	return res, err
+}
+
+// tracedWait is Wait inside a span.
+//
+//go:noinline
+func (d *instrumented) tracedWait(ctx context.Context, p *ensureuser.Pending) (ensureuser.Result, error) {
+	ctx, span := d.tracer.Start(ctx, "wait for engine reply",
+		trace.WithAttributes(attribute.String("ensure_user.engine_request_id", p.RequestID)))
+	res, err := d.next.Wait(ctx, p)
+	d.count(&res, err)
+	o := res.Outcome
+	if err != nil {
+		o = domain.OutcomeOf(err)
 	}
+	span.SetAttributes(attribute.String("ensure_user.outcome", o.String()),
+		attribute.Bool("ensure_user.timed_out", res.TimedOut), attribute.Bool("ensure_user.coalesced", res.Coalesced))
+	if err != nil && o != domain.ClientGone {
+		span.SetStatus(codes.Error, o.String())
+	}
+	span.End()
 	return res, err
 }
 
 // count counts one request's outcome.
-func (d *instrumented) count(res ensureuser.Result, err error) {
+func (d *instrumented) count(res *ensureuser.Result, err error) {
 	o := res.Outcome
 	if err != nil {
 		o = domain.OutcomeOf(err)

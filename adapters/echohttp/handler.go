@@ -18,7 +18,7 @@ import (
 // error.
 type EnsureUser interface {
 	Start(ctx context.Context, in ensureuser.Input) (ensureuser.Pending, error)
-	Wait(ctx context.Context, p ensureuser.Pending) (ensureuser.Result, error)
+	Wait(ctx context.Context, p *ensureuser.Pending) (ensureuser.Result, error)
 }
 
 // ensureUser handles POST /api/v1/auth/ensure-user. It takes no body: the

@@ -36,7 +36,7 @@ func (g *gated) Start(context.Context, ensureuser.Input) (ensureuser.Pending, er
 
 // Wait is where a gated request stops: in place or parked, so started
 // tells the test that the request's parking is settled.
-func (g *gated) Wait(ctx context.Context, _ ensureuser.Pending) (ensureuser.Result, error) {
+func (g *gated) Wait(ctx context.Context, _ *ensureuser.Pending) (ensureuser.Result, error) {
 	if g.started != nil {
 		g.started <- struct{}{}
 	}

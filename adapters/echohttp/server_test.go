@@ -42,7 +42,7 @@ func (s *stub) Start(ctx context.Context, in ensureuser.Input) (ensureuser.Pendi
 	return ensureuser.Pending{}, nil
 }
 
-func (s *stub) Wait(context.Context, ensureuser.Pending) (ensureuser.Result, error) {
+func (s *stub) Wait(context.Context, *ensureuser.Pending) (ensureuser.Result, error) {
 	return s.res, s.err
 }
 

@@ -94,7 +94,6 @@ func (u *UseCase) Waiting() int { return int(u.waiting.Load()) }
 type Pending struct {
 	Result
 	u       *UseCase
-	user    domain.User
 	replies <-chan domain.Reply // the bus's channel for this command
 	timeout <-chan time.Time    // fires ReplyTimeout after Start began the send
 	flight  *flight             // set when coalescing: the shared command
@@ -112,7 +111,7 @@ func (u *UseCase) Execute(ctx context.Context, in Input) (Result, error) {
 	if err != nil {
 		return p.Result, err
 	}
-	return u.Wait(ctx, p)
+	return u.Wait(ctx, &p)
 }
 
 // Start runs a request up to the Engine's reply: it verifies the token,
@@ -135,7 +134,7 @@ func (u *UseCase) Start(ctx context.Context, in Input) (Pending, error) {
 	if err != nil {
 		return p, err
 	}
-	p.user, p.UserID = user, user.ID
+	p.UserID = user.ID
 	if u.waiting.Add(1) > int64(u.cfg.MaxWaiting) {
 		u.waiting.Add(-1)
 		return p, domain.ErrBusy
@@ -161,12 +160,20 @@ func (u *UseCase) Start(ctx context.Context, in Input) (Pending, error) {
 // Wait waits for the reply to p's command, for the reply timeout, or for ctx
 // to end, whichever comes first, and returns the request's outcome as
 // Execute does. It holds nothing but p while it waits.
-func (u *UseCase) Wait(ctx context.Context, p Pending) (Result, error) {
-	defer u.waiting.Add(-1)
+func (u *UseCase) Wait(ctx context.Context, p *Pending) (Result, error) {
+	// No defer: a waiting request's goroutine holds this frame, and with
+	// many parked waits every byte of it counts (see echohttp's parking).
+	var (
+		res Result
+		err error
+	)
 	if p.flight != nil {
-		return p.waitFlight(ctx)
+		res, err = p.waitFlight(ctx)
+	} else {
+		res, err = p.wait(ctx)
 	}
-	return p.wait(ctx)
+	u.waiting.Add(-1)
+	return res, err
 }
 
 // join joins the in-flight command for user, or starts one that later
@@ -183,7 +190,7 @@ func (u *UseCase) join(ctx context.Context, user domain.User, trace domain.Trace
 	f := &flight{done: make(chan struct{})}
 	u.flights[user] = f
 	go func() {
-		lead := Pending{u: u, user: user, Result: Result{UserID: user.ID}}
+		lead := Pending{u: u, Result: Result{UserID: user.ID}}
 		lead.RequestID = domain.NewRequestID()
 		lead.timeout = u.clock.After(u.cfg.ReplyTimeout)
 		var err error
@@ -202,7 +209,7 @@ func (u *UseCase) join(ctx context.Context, user domain.User, trace domain.Trace
 }
 
 // waitFlight waits for the shared command's answer.
-func (p Pending) waitFlight(ctx context.Context) (Result, error) {
+func (p *Pending) waitFlight(ctx context.Context) (Result, error) {
 	select {
 	case <-p.flight.done:
 		res := p.flight.res
@@ -228,31 +235,55 @@ func (u *UseCase) send(ctx context.Context, requestID string, user domain.User, 
 	return replies, true, nil
 }
 
-// wait waits for the reply to p's own command.
-func (p Pending) wait(ctx context.Context) (Result, error) {
-	res := p.Result
-	var err error
+// wait waits for the reply to p's own command. It only selects: what
+// follows each case is a function of its own, so that the frame a waiting
+// goroutine holds stays small (see echohttp's parking).
+func (p *Pending) wait(ctx context.Context) (Result, error) {
 	select {
 	case r := <-p.replies:
-		res.Outcome, err = r.Interpret(p.user.ID)
-		return res, err
+		return p.replied(r)
 	case <-p.timeout:
-		res.TimedOut = true
-		lost := p.u.bus.Abandon(p.RequestID)
-		select { // the reply may have raced the timer
-		case r := <-p.replies:
-			res.TimedOut = false
-			res.Outcome, err = r.Interpret(p.user.ID)
-			return res, err
-		default:
-		}
-		if lost {
-			return res, fmt.Errorf("wait for reply: %w", domain.ErrReplyLost)
-		}
-		res.Outcome = domain.Initiated
-		return res, nil
+		return p.timedOut()
 	case <-ctx.Done():
-		p.u.bus.Abandon(p.RequestID)
-		return res, fmt.Errorf("wait for reply: %w", context.Cause(ctx))
+		return p.abandoned(ctx)
 	}
+}
+
+// replied is the outcome of the reply r.
+//
+//go:noinline
+func (p *Pending) replied(r domain.Reply) (Result, error) {
+	res := p.Result
+	var err error
+	res.Outcome, err = r.Interpret(p.UserID)
+	return res, err
+}
+
+// timedOut is the outcome of a wait whose reply timeout ran out: the reply
+// may have raced the timer; else the command stays initiated, or its reply
+// may have been lost while the bus was not receiving.
+//
+//go:noinline
+func (p *Pending) timedOut() (Result, error) {
+	lost := p.u.bus.Abandon(p.RequestID)
+	select {
+	case r := <-p.replies:
+		return p.replied(r)
+	default:
+	}
+	res := p.Result
+	res.TimedOut = true
+	if lost {
+		return res, fmt.Errorf("wait for reply: %w", domain.ErrReplyLost)
+	}
+	res.Outcome = domain.Initiated
+	return res, nil
+}
+
+// abandoned is the outcome of a wait whose caller went away.
+//
+//go:noinline
+func (p *Pending) abandoned(ctx context.Context) (Result, error) {
+	p.u.bus.Abandon(p.RequestID)
+	return p.Result, fmt.Errorf("wait for reply: %w", context.Cause(ctx))
 }
