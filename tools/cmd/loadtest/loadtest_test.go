@@ -313,10 +313,15 @@ func TestFlags(t *testing.T) {
 		{"-runs", "0"},
 		{"-slice", "0s"},
 		{"extra"},
+		{"-service-env", "LOG_LEVEL=warn"}, // would wait forever for the start-up line
+		{"-engine-env", "LOG_LEVEL=error"},
 	} {
 		if _, err := parseFlags(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)
 		}
+	}
+	if _, err := parseFlags([]string{"-service-env", "LOG_LEVEL=DEBUG", "-engine-env", "LOG_LEVEL=info"}, &bytes.Buffer{}); err != nil {
+		t.Errorf("LOG_LEVEL debug/info refused: %v", err)
 	}
 	o, err := parseFlags([]string{"-quick", "-duration", "3s"}, &bytes.Buffer{})
 	if err != nil {

@@ -209,6 +209,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	case o.duration <= 0 || o.runs <= 0 || o.rate <= 0 || o.slowRequests <= 0 || o.coalesceN <= 0 || o.instances <= 0 || o.maxRate <= 0 || o.sliceLen <= 0:
 		return o, errors.New("-duration, -runs, -rate, -slow-requests, -coalesce-requests, -instances, -max-rate and -slice must be positive")
 	}
+	// The tool learns each process's address and readiness from its
+	// start-up lines, written at info: a quieter level would leave it
+	// waiting for a line that never comes.
+	for flag, env := range map[string]kvFlag{"-service-env": o.serviceEnv, "-engine-env": o.engineEnv} {
+		if v, ok := env["LOG_LEVEL"]; ok && !strings.EqualFold(v, "info") && !strings.EqualFold(v, "debug") {
+			return o, fmt.Errorf("%s LOG_LEVEL=%s: the tool reads the start-up lines logged at info; use info or debug", flag, v)
+		}
+	}
 	return o, nil
 }
 
