@@ -8,10 +8,10 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
-	"math/big"
 	"strings"
 	"testing"
 
+	"github.com/ensure-user/ensure-user/internal/rawcheck"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
 
@@ -102,9 +102,7 @@ func rawVerify(k *testenv.JWKSKey, input, sig []byte) bool {
 		h := sha256.Sum256(input)
 		return rsa.VerifyPKCS1v15(pub, crypto.SHA256, h[:], sig) == nil
 	case *ecdsa.PublicKey:
-		h := sha256.Sum256(input)
-		r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-		return ecdsa.Verify(pub, h[:], r, s)
+		return rawcheck.Signature(pub, input, sig)
 	case ed25519.PublicKey:
 		return ed25519.Verify(pub, input, sig)
 	}

@@ -8,15 +8,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
 	"io"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"runtime/metrics"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +24,7 @@ import (
 	"github.com/ensure-user/ensure-user/adapters/sysclock"
 	"github.com/ensure-user/ensure-user/app"
 	"github.com/ensure-user/ensure-user/domain/ensureuser"
+	"github.com/ensure-user/ensure-user/internal/rawcheck"
 	"github.com/ensure-user/ensure-user/internal/zaplog"
 	"github.com/ensure-user/ensure-user/test/testenv"
 )
@@ -149,7 +146,7 @@ func BenchmarkRequest(b *testing.B) {
 		}
 	}
 	raw := func(b *testing.B, tok string) {
-		if !rawCheck(pub, tok) {
+		if !rawcheck.Token(pub, tok) {
 			b.Fatal("raw check failed")
 		}
 	}
@@ -217,19 +214,6 @@ func member(payload []byte, key string) ([]byte, bool) {
 		return nil, false
 	}
 	return rest[:j], true
-}
-
-// rawCheck is the raw ES256 check of a compact JWS, as the load test's
-// calibration and floor do it.
-func rawCheck(pub *ecdsa.PublicKey, tok string) bool {
-	dot := strings.LastIndexByte(tok, '.')
-	sig, err := base64.RawURLEncoding.DecodeString(tok[dot+1:])
-	if err != nil || len(sig) != 64 {
-		return false
-	}
-	h := sha256.Sum256([]byte(tok[:dot]))
-	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-	return ecdsa.Verify(pub, h[:], r, s)
 }
 
 // discardWriter is a ResponseWriter that keeps only the status.

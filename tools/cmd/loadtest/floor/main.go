@@ -21,12 +21,10 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -36,6 +34,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/ensure-user/ensure-user/internal/rawcheck"
 )
 
 var (
@@ -109,15 +109,5 @@ func run() error {
 // verify is the raw ES256 check of a "Bearer <JWS>" header value.
 func verify(pub *ecdsa.PublicKey, header string) bool {
 	tok, ok := strings.CutPrefix(header, "Bearer ")
-	dot := strings.LastIndexByte(tok, '.')
-	if !ok || dot < 0 {
-		return false
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(tok[dot+1:])
-	if err != nil || len(sig) != 64 {
-		return false
-	}
-	h := sha256.Sum256([]byte(tok[:dot]))
-	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-	return ecdsa.Verify(pub, h[:], r, s)
+	return ok && rawcheck.Token(pub, tok)
 }
